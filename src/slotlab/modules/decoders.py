@@ -1,0 +1,76 @@
+"""Spatial broadcast decoder with alpha masks softmaxed across slots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from slotlab.modules.position import SoftPositionEmbedding
+
+
+@dataclass
+class BroadcastDecoderOutput:
+    reconstruction: Tensor  # [B, 3, H, W] sum_k rgb_k * alpha_k
+    rgb: Tensor  # [B, K, 3, H, W] each slot's colours
+    alpha: Tensor  # [B, K, 1, H, W] masks, softmax across slots (they sum to 1 at every pixel)
+
+
+class SpatialBroadcastDecoder(nn.Module):
+    """Slots [B, K, D] -> image as a mixture of K per-slot (RGB, alpha) pictures.
+
+    Each slot is tiled to a ``broadcast_size`` grid, gets a soft position embedding and goes through a CNN
+    shared by all slots. A stride-1 layer is a "same" conv, a stride-2 layer a transposed conv that doubles
+    the resolution. The paper's two forms:
+      - full resolution (Multi-dSprites, Tetrominoes): broadcast at H, channels [32]*3, strides [1]*3;
+      - upsampling (CLEVR6): broadcast at 8, channels [64]*5, strides [2, 2, 2, 2, 1].
+    A final ``out_kernel_size`` conv maps to 4 channels: RGB and an alpha logit.
+    """
+
+    def __init__(
+        self,
+        slot_dim: int,
+        resolution: int,
+        broadcast_size: int,
+        channels: Sequence[int] = (32, 32, 32),
+        strides: Sequence[int] | None = None,
+        kernel_size: int = 5,
+        out_kernel_size: int = 3,
+    ):
+        super().__init__()
+        strides = list(strides) if strides is not None else [1] * len(channels)
+        if len(strides) != len(channels):
+            raise ValueError(f"{len(channels)} decoder channels but {len(strides)} strides")
+        size = broadcast_size
+        for s in strides:
+            if s not in (1, 2):
+                raise ValueError(f"decoder strides must be 1 or 2, got {s}")
+            size *= s
+        if size != resolution:
+            raise ValueError(f"decoder outputs {size}x{size} (broadcast {broadcast_size}, strides {strides}) but the model works at {resolution}")
+        self.broadcast_size = broadcast_size
+        self.pos = SoftPositionEmbedding(slot_dim, (broadcast_size, broadcast_size))
+        layers: list[nn.Module] = []
+        in_ch = slot_dim
+        for out_ch, stride in zip(channels, strides):
+            pad = kernel_size // 2
+            if stride == 1:
+                layers.append(nn.Conv2d(in_ch, out_ch, kernel_size, padding=pad))
+            else:
+                layers.append(nn.ConvTranspose2d(in_ch, out_ch, kernel_size, 2, padding=pad, output_padding=1))
+            layers.append(nn.ReLU(inplace=True))
+            in_ch = out_ch
+        layers.append(nn.Conv2d(in_ch, 4, out_kernel_size, padding=out_kernel_size // 2))
+        self.cnn = nn.Sequential(*layers)
+
+    def forward(self, slots: Tensor) -> BroadcastDecoderOutput:
+        b, k, d = slots.shape
+        x = slots.reshape(b * k, d, 1, 1).expand(-1, -1, self.broadcast_size, self.broadcast_size)
+        out = self.cnn(self.pos(x))  # [B*K, 4, H, W]
+        out = out.reshape(b, k, *out.shape[1:])
+        rgb, alpha_logits = out.split([3, 1], dim=2)
+        alpha = alpha_logits.float().softmax(dim=1).to(rgb.dtype)
+        reconstruction = (rgb * alpha).sum(dim=1)
+        return BroadcastDecoderOutput(reconstruction=reconstruction, rgb=rgb, alpha=alpha)

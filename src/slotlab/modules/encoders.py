@@ -1,0 +1,57 @@
+"""Convolutional feature extractors that turn images into a set of feature vectors."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from slotlab.modules.position import SoftPositionEmbedding
+from slotlab.modules.slot_attention import SlotMLP
+
+
+def conv_stack(in_channels: int, channels: Sequence[int], kernel_size: int, strides: Sequence[int]) -> nn.Sequential:
+    """Conv k x k ("same" padding) + ReLU per entry of ``channels``; stride 2 halves the resolution."""
+    if len(strides) != len(channels):
+        raise ValueError(f"{len(channels)} conv channels but {len(strides)} strides")
+    layers: list[nn.Module] = []
+    for out_channels, stride in zip(channels, strides):
+        layers += [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2), nn.ReLU(inplace=True)]
+        in_channels = out_channels
+    return nn.Sequential(*layers)
+
+
+class CNNEncoder(nn.Module):
+    """Images [B, 3, H, W] -> features [B, N, D] (N = h * w after the strides).
+
+    CNN, then soft position embedding, flatten, LayerNorm and MLP (Linear(C, C) ReLU Linear(C, D)),
+    as in the Slot Attention paper.
+    """
+
+    def __init__(
+        self,
+        resolution: int,
+        channels: Sequence[int] = (64, 64, 64, 64),
+        kernel_size: int = 5,
+        strides: Sequence[int] | None = None,
+        out_dim: int = 64,
+        in_channels: int = 3,
+        ln_eps: float = 1e-3,
+    ):
+        super().__init__()
+        strides = list(strides) if strides is not None else [1] * len(channels)
+        self.cnn = conv_stack(in_channels, channels, kernel_size, strides)
+        downsample = 1
+        for s in strides:
+            downsample *= s
+        if resolution % downsample:
+            raise ValueError(f"resolution {resolution} is not divisible by the encoder's total stride {downsample}")
+        self.feature_size = resolution // downsample
+        self.pos = SoftPositionEmbedding(channels[-1], (self.feature_size, self.feature_size))
+        self.norm = nn.LayerNorm(channels[-1], eps=ln_eps)
+        self.mlp = SlotMLP(channels[-1], channels[-1], out_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        h = self.pos(self.cnn(images))  # [B, C, h, w]
+        h = h.flatten(2).transpose(1, 2)  # [B, N, C]
+        return self.mlp(self.norm(h))

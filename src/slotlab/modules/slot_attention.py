@@ -1,0 +1,150 @@
+"""Slot Attention (Locatello et al. 2020), faithful to the official algorithm.
+
+Shapes: B batch, N inputs, D_in input width, K slots, D slot width, T iterations.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SlotInit = Literal["gaussian", "learned"]
+
+
+@dataclass
+class SlotAttentionOutput:
+    slots: Tensor  # [B, K, D] slots after the last iteration
+    attn: Tensor  # [B, T, N, K] softmax over slots of every iteration, before the eps renormalisation
+    init_slots: Tensor  # [B, K, D] the slots the iterations started from
+
+    @property
+    def masks(self) -> Tensor:
+        """[B, N, K] last iteration's attention: which slot claims each input (segmentation masks)."""
+        return self.attn[:, -1]
+
+
+class SlotMLP(nn.Sequential):
+    """Linear(D, H) ReLU Linear(H, D): the residual MLP applied to slots."""
+
+    def __init__(self, dim: int, hidden: int, out_dim: int | None = None):
+        super().__init__(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim or dim))
+
+
+class SlotAttention(nn.Module):
+    """Turns a set of N features into K slots by iterative, competitive attention.
+
+    Args:
+        num_slots: K used when ``forward`` is not told otherwise.
+        dim: slot width D (also the width of keys, queries and values).
+        input_dim: width of the inputs (default D).
+        num_iterations: T used when ``forward`` is not told otherwise.
+        mlp_hidden: hidden width of the residual MLP (128 for D = 64 in the paper).
+        eps: added to the attention before the weighted mean (1e-8 official, 1e-6 in LSD).
+        ln_eps: LayerNorm epsilon (1e-3 in the official Keras code).
+        init: ``"gaussian"``: slots ~ N(mu, exp(log_sigma)^2) with learned mu, log_sigma (paper);
+            ``"learned"``: one learned query per slot (BO-QSA); K is then fixed to ``num_slots``.
+        implicit_grad: pass gradients only through the last iteration (Chang et al. 2022):
+            the first T - 1 iterations run without a graph and the last starts from their detached result.
+    """
+
+    def __init__(
+        self,
+        num_slots: int,
+        dim: int,
+        input_dim: int | None = None,
+        num_iterations: int = 3,
+        mlp_hidden: int = 128,
+        eps: float = 1e-8,
+        ln_eps: float = 1e-3,
+        init: SlotInit = "gaussian",
+        implicit_grad: bool = False,
+    ):
+        super().__init__()
+        input_dim = input_dim or dim
+        self.num_slots, self.dim, self.num_iterations = num_slots, dim, num_iterations
+        self.eps, self.init, self.implicit_grad = eps, init, implicit_grad
+        self.scale = dim**-0.5
+
+        self.norm_inputs = nn.LayerNorm(input_dim, eps=ln_eps)
+        self.norm_slots = nn.LayerNorm(dim, eps=ln_eps)
+        self.norm_mlp = nn.LayerNorm(dim, eps=ln_eps)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(input_dim, dim, bias=False)
+        self.to_v = nn.Linear(input_dim, dim, bias=False)
+        self.gru = nn.GRUCell(dim, dim)
+        self.mlp = SlotMLP(dim, mlp_hidden)
+
+        if init == "gaussian":
+            self.mu = nn.Parameter(torch.empty(1, 1, dim))
+            self.log_sigma = nn.Parameter(torch.empty(1, 1, dim))
+        elif init == "learned":
+            self.queries = nn.Parameter(torch.empty(1, num_slots, dim))
+        else:
+            raise ValueError(f"unknown slot init {init!r}: use 'gaussian' or 'learned'")
+        self.reset_slot_parameters()
+
+    def reset_slot_parameters(self) -> None:
+        """Glorot-uniform initial-slot parameters, as the official code (fan_in = 1, fan_out = D)."""
+        bound = math.sqrt(6.0 / (1 + self.dim))
+        for p in (getattr(self, "mu", None), getattr(self, "log_sigma", None), getattr(self, "queries", None)):
+            if p is not None:
+                nn.init.uniform_(p, -bound, bound)
+
+    def initial_slots(self, batch_size: int, num_slots: int, generator: torch.Generator | None = None) -> Tensor:
+        """[B, K, D] starting slots. Gaussian sampling is reparameterised so mu and log_sigma get gradients."""
+        if self.init == "learned":
+            if num_slots != self.num_slots:
+                raise ValueError(f"learned slot queries fix K = {self.num_slots}, got num_slots={num_slots}")
+            return self.queries.expand(batch_size, -1, -1)
+        noise = torch.randn(
+            batch_size, num_slots, self.dim, device=self.mu.device, dtype=self.mu.dtype, generator=generator
+        )
+        return self.mu + self.log_sigma.exp() * noise
+
+    def step(self, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """One iteration. slots [B, K, D], k/v [B, N, D] -> (new slots [B, K, D], attn [B, N, K])."""
+        q = self.to_q(self.norm_slots(slots)) * self.scale
+        logits = torch.einsum("bnd,bkd->bnk", k, q)
+        attn = logits.softmax(dim=-1)  # slots compete for each input
+        weights = attn + self.eps
+        weights = weights / weights.sum(dim=1, keepdim=True)  # weighted mean over inputs
+        updates = torch.einsum("bnk,bnd->bkd", weights, v)
+        b, n_slots, d = slots.shape
+        slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(b, n_slots, d)
+        slots = slots + self.mlp(self.norm_mlp(slots))
+        return slots, attn
+
+    def forward(
+        self,
+        inputs: Tensor,
+        num_slots: int | None = None,
+        num_iterations: int | None = None,
+        slots: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> SlotAttentionOutput:
+        """inputs [B, N, D_in] -> SlotAttentionOutput. ``slots`` [B, K, D] overrides the initialisation."""
+        num_slots = num_slots or (slots.shape[1] if slots is not None else self.num_slots)
+        num_iterations = num_iterations if num_iterations is not None else self.num_iterations
+        if num_iterations < 1:
+            raise ValueError("num_iterations must be >= 1")
+        if slots is None:
+            slots = self.initial_slots(inputs.shape[0], num_slots, generator)
+        init_slots = slots
+
+        x = self.norm_inputs(inputs)
+        k, v = self.to_k(x), self.to_v(x)
+        attns = []
+        for it in range(num_iterations):
+            if self.implicit_grad and it == num_iterations - 1:
+                slots = slots.detach()
+                # keep a path to the initial-slot parameters (straight-through), as Chang et al. do
+                slots = slots + init_slots - init_slots.detach()
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not (self.implicit_grad and it < num_iterations - 1)):
+                slots, attn = self.step(slots, k, v)
+            attns.append(attn)
+        return SlotAttentionOutput(slots=slots, attn=torch.stack(attns, dim=1), init_slots=init_slots)
