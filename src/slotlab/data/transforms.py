@@ -1,0 +1,75 @@
+"""Vectorised image and mask preparation: crop, resize, label maps, value scaling."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from slotlab.errors import DataError
+
+
+def _crop(x: Tensor, crop: list[int] | None) -> Tensor:
+    if crop is None:
+        return x
+    top, left, height, width = crop
+    if top + height > x.shape[-2] or left + width > x.shape[-1]:
+        raise DataError(f"crop {crop} does not fit images of size {tuple(x.shape[-2:])}")
+    return x[..., top : top + height, left : left + width]
+
+
+def prepare_images(images: np.ndarray | Tensor, crop: list[int] | None, resolution: int, chunk: int = 4096) -> Tensor:
+    """uint8 [N, H, W, 3] -> uint8 [N, 3, R, R]: crop, then bilinear resize (no antialias, as tf.image.resize)."""
+    x = torch.as_tensor(images)
+    if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+        raise DataError(f"images must be uint8 [N, H, W, 3], got {x.dtype} {list(x.shape)}")
+    x = _crop(x.permute(0, 3, 1, 2), crop)
+    if x.shape[-2:] == (resolution, resolution):
+        return x.contiguous()
+    out = torch.empty(x.shape[0], 3, resolution, resolution, dtype=torch.uint8)
+    for i in range(0, x.shape[0], chunk):
+        y = F.interpolate(x[i : i + chunk].float(), size=(resolution, resolution), mode="bilinear", align_corners=False)
+        out[i : i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def masks_to_labels(mask: np.ndarray | Tensor) -> Tensor:
+    """Ground-truth masks -> uint8 label maps [N, H, W] (0 = background).
+
+    Accepts label maps [N, H, W], one-hot masks [N, K, H, W] (entity 0 = background) or DeepMind's
+    [N, K, H, W, 1] layout.
+    """
+    m = torch.as_tensor(mask)
+    if m.ndim == 5 and m.shape[-1] == 1:
+        m = m[..., 0]
+    if m.ndim == 4:
+        return m.argmax(dim=1).to(torch.uint8)
+    if m.ndim == 3:
+        if m.dtype.is_floating_point or m.dtype == torch.bool or (m.numel() and (m.min() < 0 or m.max() > 255)):
+            raise DataError(f"label map must hold integers in 0..255, got {m.dtype}")
+        return m.to(torch.uint8)
+    raise DataError(f"mask must be a label map [N, H, W] or one-hot [N, K, H, W], got shape {list(m.shape)}")
+
+
+def prepare_labels(labels: Tensor, crop: list[int] | None, resolution: int) -> Tensor:
+    """uint8 [N, H, W] -> [N, R, R]: the same crop as the images, nearest-neighbour resize."""
+    x = _crop(labels, crop)
+    if x.shape[-2:] == (resolution, resolution):
+        return x.contiguous()
+    return F.interpolate(x[:, None].float(), size=(resolution, resolution), mode="nearest")[:, 0].to(torch.uint8)
+
+
+def to_model_range(images: Tensor) -> Tensor:
+    """uint8 [.., 3, H, W] -> float in [-1, 1]."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8(images: Tensor) -> Tensor:
+    """float in [-1, 1] -> uint8 (values outside are clipped)."""
+    return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def centre_crop(height: int, width: int, side: int) -> list[int]:
+    """[top, left, side, side]: a centred square crop from a ``height`` x ``width`` image."""
+    return [(height - side) // 2, (width - side) // 2, side, side]
