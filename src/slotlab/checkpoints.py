@@ -1,0 +1,47 @@
+"""Load a trained model from an exported folder (safetensors + config) or a Lightning checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import yaml
+
+from slotlab.config import ExperimentConfig, config_from_dict
+from slotlab.errors import DataError
+from slotlab.models import SlotAutoencoder
+
+EXPERIMENT_FILE = "experiment.yaml"  # the full experiment config, saved beside exported weights
+
+
+def save_trained(model: SlotAutoencoder, config: ExperimentConfig, model_dir: str | Path) -> Path:
+    """Weights (safetensors) + config.json + experiment.yaml, loadable by :func:`load_trained`."""
+    model_dir = Path(model_dir)
+    model.to(memory_format=torch.contiguous_format).save_pretrained(model_dir)
+    (model_dir / EXPERIMENT_FILE).write_text(config.to_yaml())
+    return model_dir
+
+
+def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[SlotAutoencoder, ExperimentConfig | None]:
+    """``path``: a folder written by ``save_pretrained``/``slotlab train`` (model.safetensors + config.json),
+    a run folder holding ``model/``, or a Lightning ``.ckpt``. Returns the model in eval mode and, when
+    known, the experiment config it was trained with."""
+    path = Path(path)
+    if path.is_dir() and not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        path = path / "model"
+    if path.is_dir():
+        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+            raise DataError(f"{path}: not a slotlab model folder (needs config.json and model.safetensors)")
+        logging.getLogger("huggingface_hub").setLevel(logging.WARNING)
+        model = SlotAutoencoder.from_pretrained(path, map_location=map_location)
+        exp = path / EXPERIMENT_FILE
+        config = config_from_dict(yaml.safe_load(exp.read_text())) if exp.is_file() else None
+    elif path.is_file() and path.suffix == ".ckpt":
+        from slotlab.training.object_discovery import ObjectDiscoveryModule
+
+        module = ObjectDiscoveryModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+        model, config = module.model, module.config
+    else:
+        raise DataError(f"checkpoint not found: {path} (give a model folder or a .ckpt file)")
+    return model.eval(), config

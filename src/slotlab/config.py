@@ -1,0 +1,142 @@
+"""Experiment configuration: typed dataclasses, YAML presets and dotted command-line overrides.
+
+A preset is a YAML file in ``configs/`` whose top-level sections match :class:`ExperimentConfig`.
+Overrides look like ``optim.lr=1e-3`` or ``model.encoder_channels=[32,32]`` (values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from slotlab.errors import ConfigError
+from slotlab.models.object_discovery import SlotAutoencoderConfig
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "tetrominoes"  # a name from slotlab.data.DATASETS
+    path: str | None = None  # file for datasets read from disk (e.g. "npz")
+    train_size: int = 60_000  # procedural datasets: scenes generated for training
+    val_size: int = 320  # held-out scenes evaluated during and after training
+    seed: int = 0  # procedural datasets: the training set's seed (validation uses a disjoint one)
+    crop: list[int] | None = None  # [top, left, height, width] applied before resizing
+    resolution: int = 128  # images are resized (bilinear) to this side after the crop
+    num_workers: int = 0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 4e-4
+    batch_size: int = 64  # per device
+    max_steps: int = 500_000
+    warmup_steps: int = 10_000
+    decay_rate: float = 0.5  # lr * decay_rate ** (step / decay_steps), counted from step 0 (official code)
+    decay_steps: int = 100_000
+    grad_clip: float | None = None  # max gradient norm; None = no clipping (paper)
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"
+    devices: Any = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"  # or "bf16-mixed", "16-mixed"
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = False
+    seed: int = 0
+    max_time_minutes: float | None = None  # stop training after this long (the step count is then logged)
+    val_every_n_steps: int = 5_000
+    checkpoint_every_n_steps: int = 5_000
+    log_every_n_steps: int = 50
+    num_threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    task: str = "object_discovery"
+    model: SlotAutoencoderConfig = field(default_factory=SlotAutoencoderConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def config_dirs() -> list[Path]:
+    """Where presets live: the installed package's copy, then the source checkout's ``configs/``."""
+    here = Path(__file__).resolve().parent
+    return [here / "configs", here.parents[1] / "configs"]
+
+
+def list_presets() -> list[str]:
+    names = set()
+    for d in config_dirs():
+        if d.is_dir():
+            names.update(p.stem for p in d.glob("*.yaml"))
+    return sorted(names)
+
+
+def preset_path(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml"):
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    for d in config_dirs():
+        if (d / f"{p}.yaml").is_file():
+            return d / f"{p}.yaml"
+    raise ConfigError(f"unknown preset {str(name_or_path)!r}; presets: {', '.join(list_presets())}")
+
+
+def _build(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {values!r}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - names
+    if unknown:
+        raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where or 'config'}; expected some of {sorted(names)}")
+    kwargs = {}
+    for key, value in values.items():
+        typ = hints[key]
+        kwargs[key] = _build(typ, value, f"{where}.{key}".lstrip(".")) if dataclasses.is_dataclass(typ) else value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict) -> ExperimentConfig:
+    return _build(ExperimentConfig, values, "")
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b=value`` overrides (value parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = values
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return values
+
+
+def load_config(preset: str | os.PathLike, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a preset (name or YAML path), apply overrides, check every key and return the typed config."""
+    with open(preset_path(preset)) as f:
+        values = yaml.safe_load(f) or {}
+    return config_from_dict(apply_overrides(values, overrides or []))

@@ -1,0 +1,119 @@
+"""Build the Lightning trainer for an experiment and run it: data -> model -> loss/metrics -> logs, checkpoints."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from slotlab.checkpoints import save_trained
+from slotlab.config import ExperimentConfig
+from slotlab.data.datasets import SceneDataset, SequentialBatchSampler, ShuffledBatchSampler
+from slotlab.data.registry import build_dataset
+from slotlab.errors import ConfigError
+from slotlab.training.object_discovery import ObjectDiscoveryModule
+
+
+
+class SceneDataModule(L.LightningDataModule):
+    """Serves in-memory datasets in whole batches; each DDP rank draws its own share of every epoch."""
+
+    def __init__(self, train: SceneDataset, val: SceneDataset | None, batch_size: int, seed: int, num_workers: int = 0):
+        super().__init__()
+        self.train, self.val = train, val
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+
+    def _loader(self, dataset: SceneDataset, sampler) -> DataLoader:
+        return DataLoader(dataset, sampler=sampler, batch_size=None, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self):
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        return self._loader(self.train, ShuffledBatchSampler(len(self.train), self.batch_size, self.seed, rank, world))
+
+    def val_dataloader(self):
+        if self.val is None:
+            return []
+        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        shard = self.val if world == 1 else SceneDataset(
+            self.val.images[rank::world], None if self.val.labels is None else self.val.labels[rank::world])
+        return self._loader(shard, SequentialBatchSampler(len(shard), self.batch_size))
+
+
+class CurveLogger(Callback):
+    """Appends ``{"step", "seconds", "fg_ari", ...}`` after every validation to ``curve.jsonl`` (rank 0)."""
+
+    def __init__(self, path: Path):
+        self.path, self.start = path, time.monotonic()
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        row = {"step": trainer.global_step, "seconds": round(time.monotonic() - self.start, 1)}
+        row.update({k.split("/", 1)[1]: round(float(v), 5) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+@dataclass
+class TrainResult:
+    module: ObjectDiscoveryModule
+    trainer: L.Trainer
+    model_dir: Path
+    seconds: float
+
+
+def configure_threads(config: ExperimentConfig) -> None:
+    if config.trainer.num_threads:
+        torch.set_num_threads(config.trainer.num_threads)
+
+
+def build_trainer(config: ExperimentConfig, out_dir: Path, progress: bool = True, callbacks: list[Callback] | None = None) -> L.Trainer:
+    t = config.trainer
+    ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", every_n_train_steps=t.checkpoint_every_n_steps,
+                           save_last=True, save_top_k=1)
+    cbs: list[Callback] = [ckpt, LearningRateMonitor("step"), CurveLogger(out_dir / "curve.jsonl")]
+    if progress:
+        cbs.append(TQDMProgressBar(refresh_rate=20))
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes, strategy=t.strategy, precision=t.precision,
+        max_steps=config.optim.max_steps, max_epochs=-1,
+        max_time={"seconds": t.max_time_minutes * 60} if t.max_time_minutes else None,
+        val_check_interval=t.val_every_n_steps, check_val_every_n_epoch=None, num_sanity_val_steps=0,
+        log_every_n_steps=t.log_every_n_steps, logger=TensorBoardLogger(str(out_dir), name="logs", version=""),
+        callbacks=cbs + (callbacks or []), enable_progress_bar=progress, enable_model_summary=False,
+        use_distributed_sampler=False, default_root_dir=str(out_dir),
+    )
+
+
+def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True,
+          callbacks: list[Callback] | None = None) -> TrainResult:
+    """Train ``config`` into ``out_dir`` (checkpoints/, logs/, curve.jsonl, model/). ``resume``: a .ckpt or "last"."""
+    if config.task != "object_discovery":
+        raise ConfigError(f"task {config.task!r} is not supported by this version (object_discovery only)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    configure_threads(config)
+    L.seed_everything(config.trainer.seed, workers=True, verbose=False)
+    start = time.monotonic()
+    train_set, val_set = build_dataset(config.data, "train"), build_dataset(config.data, "val")
+    if train_set.resolution != config.model.resolution:
+        raise ConfigError(f"data.resolution {train_set.resolution} differs from model.resolution {config.model.resolution}")
+    data = SceneDataModule(train_set, val_set, config.optim.batch_size, config.trainer.seed, config.data.num_workers)
+    module = ObjectDiscoveryModule(config)
+    trainer = build_trainer(config, out_dir, progress, callbacks)
+    if resume == "last":
+        last = out_dir / "checkpoints" / "last.ckpt"
+        resume = str(last) if last.is_file() else None
+    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    model_dir = out_dir / "model"
+    if trainer.is_global_zero:
+        save_trained(module.model, config, model_dir)
+    return TrainResult(module, trainer, model_dir, time.monotonic() - start)
