@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import io
 from pathlib import Path
 
 import torch
@@ -33,8 +34,8 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[SlotAutoe
     if path.is_dir():
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             raise DataError(f"{path}: not a slotlab model folder (needs config.json and model.safetensors)")
-        logging.getLogger("huggingface_hub").setLevel(logging.WARNING)
-        model = SlotAutoencoder.from_pretrained(path, map_location=map_location)
+        with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints where it loads from
+            model = SlotAutoencoder.from_pretrained(path, map_location=map_location)
         exp = path / EXPERIMENT_FILE
         config = config_from_dict(yaml.safe_load(exp.read_text())) if exp.is_file() else None
     elif path.is_file() and path.suffix == ".ckpt":

@@ -10,7 +10,8 @@ import dataclasses
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -100,6 +101,33 @@ def preset_path(name_or_path: str | os.PathLike) -> Path:
     raise ConfigError(f"unknown preset {str(name_or_path)!r}; presets: {', '.join(list_presets())}")
 
 
+def _check_value(typ, value, where: str):
+    """Check (and where lossless, convert) a leaf value against its annotated type."""
+    args = [a for a in get_args(typ) if a is not type(None)] if get_origin(typ) in (Union, UnionType) else [typ]
+    if value is None:
+        if type(None) in get_args(typ) or typ is Any:
+            return None
+        raise ConfigError(f"{where} must not be null")
+    for t in args:
+        if t is Any:
+            return value
+        if t is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if t is float and isinstance(value, str):
+            try:
+                return float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+            except ValueError:
+                continue
+        if t is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if t in (str, bool) and isinstance(value, t):
+            return value
+        if get_origin(t) is list and isinstance(value, list):
+            (item,) = get_args(t)
+            return [_check_value(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise ConfigError(f"{where} = {value!r} is not a valid {getattr(typ, '__name__', None) or typ}")
+
+
 def _build(cls, values: dict, where: str):
     if not isinstance(values, dict):
         raise ConfigError(f"{where or 'config'} must be a mapping, got {values!r}")
@@ -110,8 +138,8 @@ def _build(cls, values: dict, where: str):
         raise ConfigError(f"unknown key(s) {sorted(unknown)} in {where or 'config'}; expected some of {sorted(names)}")
     kwargs = {}
     for key, value in values.items():
-        typ = hints[key]
-        kwargs[key] = _build(typ, value, f"{where}.{key}".lstrip(".")) if dataclasses.is_dataclass(typ) else value
+        typ, here = hints[key], f"{where}.{key}".lstrip(".")
+        kwargs[key] = _build(typ, value, here) if dataclasses.is_dataclass(typ) else _check_value(typ, value, here)
     return cls(**kwargs)
 
 
@@ -120,18 +148,30 @@ def config_from_dict(values: dict) -> ExperimentConfig:
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b=value`` overrides (value parsed as YAML) to a nested dict, in place."""
+    """Apply ``a.b=value`` overrides (value parsed as YAML) to a nested config dict, in place.
+
+    Keys are checked against :class:`ExperimentConfig`: only its sections can be entered.
+    """
     for item in overrides:
-        if "=" not in item:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form key.sub=value")
-        key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        node = values
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node, cls = values, ExperimentConfig
+        for i, part in enumerate(parts):
+            fields = {f.name: f for f in dataclasses.fields(cls)} if cls else {}
+            if part not in fields:
+                raise ConfigError(f"override {item!r}: no key {'.'.join(parts[: i + 1])!r}")
+            typ = get_type_hints(cls)[part]
+            if i == len(parts) - 1:
+                break
+            if not dataclasses.is_dataclass(typ):
+                raise ConfigError(f"override {item!r}: {'.'.join(parts[: i + 1])!r} is a value, not a section")
+            node, cls = node.setdefault(part, {}), typ
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return values
 
 

@@ -20,7 +20,10 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     if not path.is_file():
         raise DataError(f"data file not found: {path}")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not isinstance(f, np.lib.npyio.NpzFile):
+            raise DataError(f"{path}: a single .npy array, not an .npz archive with an 'image' array")
+        with f:
             if "image" not in f.files:
                 raise DataError(f"{path}: no 'image' array (found {', '.join(f.files) or 'none'})")
             images = f["image"]

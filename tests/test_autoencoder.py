@@ -1,0 +1,219 @@
+"""Tests for the Slot Attention autoencoder and its parts (encoder, broadcast decoder, position grid)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slotlab.models import SlotAutoencoder
+from slotlab.models.object_discovery import SlotAutoencoderConfig
+from slotlab.modules import CNNEncoder, SoftPositionEmbedding, SpatialBroadcastDecoder, build_grid
+
+R, B, K, D = 16, 2, 3, 16
+
+
+def full_res_config(**kw) -> SlotAutoencoderConfig:
+    """The Tetrominoes / Multi-dSprites form: broadcast at full resolution, stride-1 convs."""
+    base = dict(resolution=R, num_slots=K, num_iterations=2, slot_dim=D, mlp_hidden=16,
+                encoder_channels=[8, 8], decoder_broadcast=R, decoder_channels=[8, 8], decoder_strides=[1, 1])
+    base.update(kw)
+    return SlotAutoencoderConfig(**base)
+
+
+def upsampling_config(**kw) -> SlotAutoencoderConfig:
+    """The CLEVR form: broadcast at 8x8, a stride-2 transposed conv up to 16, then a stride-1 conv."""
+    base = dict(resolution=R, num_slots=K, num_iterations=2, slot_dim=D, mlp_hidden=16,
+                encoder_channels=[8, 8], decoder_broadcast=8, decoder_channels=[8, 8], decoder_strides=[2, 1])
+    base.update(kw)
+    return SlotAutoencoderConfig(**base)
+
+
+def model_of(cfg: SlotAutoencoderConfig, seed: int = 0) -> SlotAutoencoder:
+    torch.manual_seed(seed)
+    return SlotAutoencoder(cfg).eval()
+
+
+def images(seed: int = 0, res: int = R) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, 3, res, res, generator=g) * 2 - 1
+
+
+def gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# -------------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("make_cfg", [full_res_config, upsampling_config], ids=["full-res", "upsampling"])
+def test_forward_shapes_masks_and_composition(make_cfg):
+    cfg = make_cfg()
+    model = model_of(cfg)
+    if cfg.decoder_broadcast == 8:
+        assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.decoder.cnn)
+    else:
+        assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.decoder.cnn)
+    x = images()
+    with torch.no_grad():
+        out = model(x, generator=gen())
+    assert out.reconstruction.shape == (B, 3, R, R)
+    assert out.rgb.shape == (B, K, 3, R, R)
+    assert out.masks.shape == (B, K, 1, R, R)
+    assert out.slots.shape == (B, K, D)
+    assert out.attn.shape == (B, 2, R * R, K)  # no encoder stride: one input per pixel
+    assert model.feature_size == R
+    # alpha masks are a softmax across slots
+    torch.testing.assert_close(out.masks.sum(1), torch.ones(B, 1, R, R))
+    assert (out.masks >= 0).all()
+    # the reconstruction is the alpha-weighted mixture of the slots' pictures
+    torch.testing.assert_close(out.reconstruction, (out.rgb * out.masks).sum(1))
+
+
+def test_loss_is_mse_to_the_input():
+    model = model_of(full_res_config())
+    x = images()
+    out = model(x, generator=gen())
+    assert out.loss.ndim == 0
+    torch.testing.assert_close(out.loss, F.mse_loss(out.reconstruction, x))
+    torch.testing.assert_close(out.loss, ((out.reconstruction - x) ** 2).mean())
+    assert model(x, generator=gen(), return_loss=False).loss is None
+    # it is a training loss: gradients reach the encoder, Slot Attention and the decoder
+    out.loss.backward()
+    for part in (model.encoder, model.slot_attention, model.decoder):
+        assert sum(p.grad.abs().sum() for p in part.parameters() if p.grad is not None) > 0
+
+
+def test_encoder_stride_reduces_the_number_of_inputs():
+    model = model_of(full_res_config(encoder_strides=[2, 1]))
+    assert model.feature_size == R // 2
+    out = model(images(), generator=gen())
+    assert out.attn.shape == (B, 2, (R // 2) ** 2, K)
+
+
+def test_num_slots_and_iterations_at_call_time():
+    model = model_of(full_res_config())
+    with torch.no_grad():
+        out = model(images(), num_slots=5, num_iterations=1, generator=gen())
+    assert out.masks.shape == (B, 5, 1, R, R)
+    assert out.attn.shape == (B, 1, R * R, 5)
+
+
+def test_decoder_is_a_permutation_equivariant_set_decoder():
+    model = model_of(upsampling_config())
+    slots = torch.randn(B, K, D, generator=gen(3))
+    perm = torch.tensor([1, 2, 0])
+    with torch.no_grad():
+        a = model.decode(slots)
+        b = model.decode(slots[:, perm])
+    torch.testing.assert_close(b.reconstruction, a.reconstruction, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(b.alpha, a.alpha[:, perm], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(b.rgb, a.rgb[:, perm], atol=1e-6, rtol=1e-5)
+
+
+def test_decoder_any_number_of_slots():
+    dec = SpatialBroadcastDecoder(D, R, R, channels=[8], strides=[1])
+    out = dec(torch.randn(B, 1, D, generator=gen()))
+    # one slot: its alpha is 1 everywhere and the reconstruction is its rgb
+    torch.testing.assert_close(out.alpha, torch.ones(B, 1, 1, R, R))
+    torch.testing.assert_close(out.reconstruction, out.rgb[:, 0])
+
+
+# ------------------------------------------------------------------------------ positions
+
+
+def test_build_grid_values():
+    g = build_grid(3, 5)
+    assert g.shape == (4, 3, 5)
+    y = torch.tensor([0.0, 0.5, 1.0])[:, None].expand(3, 5)
+    x = torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0])[None, :].expand(3, 5)
+    torch.testing.assert_close(g, torch.stack([y, x, 1 - y, 1 - x]))
+    # corners: top-left (0, 0, 1, 1), bottom-right (1, 1, 0, 0)
+    assert g[:, 0, 0].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert g[:, -1, -1].tolist() == [1.0, 1.0, 0.0, 0.0]
+    assert g[:, 0, -1].tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
+def test_soft_position_embedding_adds_linear_of_grid():
+    pe = SoftPositionEmbedding(5, (4, 4))
+    x = torch.randn(B, 5, 4, 4, generator=gen())
+    grid = build_grid(4, 4).permute(1, 2, 0)  # [H, W, 4]
+    expected = x + pe.proj(grid).permute(2, 0, 1)[None]
+    torch.testing.assert_close(pe(x), expected)
+    with pytest.raises(ValueError):
+        pe(torch.randn(B, 5, 3, 3))
+
+
+def test_cnn_encoder_output():
+    enc = CNNEncoder(R, channels=[8, 8], strides=[2, 2], out_dim=D)
+    assert enc.feature_size == R // 4
+    out = enc(images())
+    assert out.shape == (B, (R // 4) ** 2, D)
+
+
+# ---------------------------------------------------------------------- configuration errors
+
+
+def test_decoder_not_reaching_resolution():
+    with pytest.raises(ValueError, match="decoder"):
+        SlotAutoencoder(full_res_config(decoder_broadcast=8, decoder_strides=[1, 1]))
+    with pytest.raises(ValueError, match="decoder"):
+        SlotAutoencoder(upsampling_config(decoder_strides=[2, 2]))  # 8 -> 32, not 16
+    with pytest.raises(ValueError):
+        SpatialBroadcastDecoder(D, R, 4, channels=[8, 8], strides=[4, 1])  # strides must be 1 or 2
+    with pytest.raises(ValueError):
+        SpatialBroadcastDecoder(D, R, 8, channels=[8, 8], strides=[2])  # lengths differ
+
+
+def test_encoder_stride_not_dividing_resolution():
+    with pytest.raises(ValueError, match="divisible"):
+        SlotAutoencoder(full_res_config(resolution=18, decoder_broadcast=18, encoder_strides=[2, 2]))
+    with pytest.raises(ValueError, match="divisible"):
+        CNNEncoder(15, channels=[8], strides=[2])
+
+
+@pytest.mark.parametrize("shape", [(B, 3, 32, 32), (B, 1, R, R), (3, R, R), (B, 3, R, R + 1)])
+def test_images_of_the_wrong_size(shape):
+    model = model_of(full_res_config())
+    with pytest.raises(ValueError) as e:
+        model(torch.zeros(shape))
+    msg = str(e.value)
+    assert f"[B, 3, {R}, {R}]" in msg
+    assert str(list(shape)) in msg
+
+
+# -------------------------------------------------------------------------- save / load
+
+
+def test_save_pretrained_from_pretrained_round_trip(tmp_path):
+    cfg = upsampling_config(encoder_strides=[2, 1], slot_init="learned", implicit_grad=True)
+    model = model_of(cfg, seed=4)
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert (tmp_path / "config.json").is_file()
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved.get("config", saved)["decoder_strides"] == [2, 1]
+
+    loaded = SlotAutoencoder.from_pretrained(tmp_path).eval()
+    assert isinstance(loaded.config, SlotAutoencoderConfig)
+    assert loaded.config == cfg
+    for (n1, p1), (n2, p2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2), n1
+    x = images(5)
+    with torch.no_grad():
+        a = model(x, generator=gen(9))
+        b = loaded(x, generator=gen(9))
+    assert torch.equal(a.reconstruction, b.reconstruction)
+    assert torch.equal(a.masks, b.masks)
+    assert torch.equal(a.slots, b.slots)
+
+
+def test_round_trip_gaussian_init_keeps_noise_parameters(tmp_path):
+    model = model_of(full_res_config(), seed=2)
+    model.save_pretrained(tmp_path)
+    loaded = SlotAutoencoder.from_pretrained(tmp_path)
+    assert torch.equal(loaded.slot_attention.mu, model.slot_attention.mu)
+    assert torch.equal(loaded.slot_attention.log_sigma, model.slot_attention.log_sigma)
+    assert loaded.config == model.config

@@ -1,0 +1,267 @@
+"""Tests for the ``slotlab`` command line (in-process through ``main`` and once as a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from slotlab.checkpoints import load_trained, save_trained
+from slotlab.cli.main import build_parser, parse_args, main
+from slotlab.config import DataConfig, ExperimentConfig
+from slotlab.data import generate_tetrominoes, save_npz
+from slotlab.data.registry import to_scene_dataset
+from slotlab.errors import TrainingError
+from slotlab.evaluation import evaluate_object_discovery
+from slotlab.models import SlotAutoencoder
+from slotlab.models.object_discovery import SlotAutoencoderConfig
+
+PRESETS = ["clevr6", "multi_dsprites", "tetrominoes", "tetrominoes_demo"]
+NUM_IMAGES, K = 6, 4
+
+
+def tiny_model_config(resolution: int = 32) -> SlotAutoencoderConfig:
+    return SlotAutoencoderConfig(
+        resolution=resolution, num_slots=K, num_iterations=2, slot_dim=16, mlp_hidden=16,
+        encoder_channels=[8, 8], encoder_strides=[2, 1], decoder_broadcast=resolution // 4,
+        decoder_channels=[8, 8], decoder_strides=[2, 2],
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    """A saved tiny model (trained on tetrominoes-style 35 px data cropped to 32) and a 35x35 .npz with masks."""
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = SlotAutoencoder(tiny_model_config())
+    exp = ExperimentConfig(
+        name="tiny", model=model.config,
+        data=DataConfig(dataset="tetrominoes", train_size=8, val_size=4, crop=[1, 1, 32, 32], resolution=32),
+    )
+    save_trained(model, exp, root / "model")
+    d = generate_tetrominoes(NUM_IMAGES, seed=11)
+    images, masks = d["image"], d["mask"][..., 0]  # one-hot [N, K, 35, 35]
+    assert images.shape == (NUM_IMAGES, 35, 35, 3)
+    save_npz(root / "data.npz", images, masks)
+    return {"root": root, "model": root / "model", "data": root / "data.npz", "images": images, "masks": masks}
+
+
+def run_error(argv, capsys) -> str:
+    """Run ``slotlab ARGV`` in-process; it must fail with code 2 and one ``slotlab: error:`` line on stderr."""
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("slotlab: error:"), err
+    return lines[0]
+
+
+# ------------------------------------------------------------------------------------ help
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "demo", "visualize", "presets"])
+def test_help_for_every_subcommand(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: slotlab {command}")
+
+
+def test_top_level_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "eval", "demo", "visualize", "presets"):
+        assert command in out
+
+
+def test_version(capsys):
+    from slotlab import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"slotlab {__version__}"
+
+
+def test_missing_subcommand_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        main([])
+    assert e.value.code == 2
+    assert "slotlab: error:" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------- presets
+
+
+def test_presets_lists_the_four_presets(capsys):
+    assert main(["presets"]) == 0
+    assert capsys.readouterr().out.split() == PRESETS
+
+
+def test_presets_prints_one_as_yaml(capsys):
+    import yaml
+
+    assert main(["presets", "clevr6"]) == 0
+    values = yaml.safe_load(capsys.readouterr().out)
+    assert values["model"]["num_slots"] == 7
+    assert values["data"]["crop"] == [29, 64, 192, 192]
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def test_eval_missing_checkpoint(tmp_path, workdir, capsys):
+    line = run_error(["eval", "--checkpoint", tmp_path / "nope", "--data", workdir["data"]], capsys)
+    assert "nope" in line
+
+
+def test_eval_missing_data_file(tmp_path, workdir, capsys):
+    line = run_error(["eval", "--checkpoint", workdir["model"], "--data", tmp_path / "missing.npz"], capsys)
+    assert "missing.npz" in line and "not found" in line
+
+
+def test_eval_data_with_wrong_image_shape(tmp_path, workdir, capsys):
+    p = tmp_path / "bad.npz"
+    save_npz(p, np.zeros((2, 35, 35), np.uint8), np.zeros((2, 35, 35), np.uint8))
+    line = run_error(["eval", "--checkpoint", workdir["model"], "--data", p], capsys)
+    assert "bad.npz" in line and "'image'" in line
+
+
+def test_eval_data_without_masks(tmp_path, workdir, capsys):
+    p = tmp_path / "nomask.npz"
+    save_npz(p, workdir["images"])
+    line = run_error(["eval", "--checkpoint", workdir["model"], "--data", p], capsys)
+    assert "mask" in line
+
+
+def test_train_unknown_preset(tmp_path, capsys):
+    line = run_error(["train", "no_such_preset", "--out", tmp_path / "run"], capsys)
+    assert "no_such_preset" in line and "tetrominoes" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override", ["optim.lr", "optim.learning_rate=1.0"])
+def test_train_bad_override(tmp_path, capsys, override):
+    line = run_error(["train", "tetrominoes", override, "--out", tmp_path / "run"], capsys)
+    assert "optim" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_override_with_invalid_yaml(tmp_path, capsys):
+    run_error(["train", "tetrominoes", "optim.lr=[1,", "--out", tmp_path / "run"], capsys)
+
+
+def test_train_overrides_after_out_option_parse():
+    args = parse_args(["train", "tetrominoes", "--out", "runs/x", "optim.lr=2.0e-4"])
+    assert args.overrides == ["optim.lr=2.0e-4"] and args.out == "runs/x"
+
+
+def test_train_overrides_before_out_option_parse():
+    args = build_parser().parse_args(["train", "tetrominoes", "optim.lr=2.0e-4", "data.seed=3", "--out", "runs/x"])
+    assert args.preset == "tetrominoes" and args.overrides == ["optim.lr=2.0e-4", "data.seed=3"] and args.out == "runs/x"
+
+
+def test_error_output_as_a_real_process(tmp_path, workdir):
+    # the real stderr: no traceback, no warnings, exactly one line
+    p = tmp_path / "bad.npz"
+    save_npz(p, np.zeros((2, 35, 35, 4), np.uint8))
+    r = subprocess.run([sys.executable, "-m", "slotlab.cli.main", "eval", "--checkpoint", str(workdir["model"]),
+                        "--data", str(p)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("slotlab: error:"), r.stderr
+    assert "[2, 35, 35, 4]" in lines[0]
+
+
+# -------------------------------------------------------------------------- eval, visualize
+
+
+def test_saved_model_loads(workdir):
+    model, exp = load_trained(workdir["model"])
+    assert not model.training
+    assert model.config == tiny_model_config()
+    assert exp.data.crop == [1, 1, 32, 32] and exp.name == "tiny"
+
+
+def test_eval_round_trip(tmp_path, workdir, capsys):
+    out = tmp_path / "sub" / "m.json"
+    assert main(["eval", "--checkpoint", str(workdir["model"]), "--data", str(workdir["data"]), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    stdout = capsys.readouterr().out
+    assert json.loads(stdout[stdout.index("{"):]) == metrics  # also printed
+    assert metrics["num_images"] == NUM_IMAGES
+    for key in ("fg_ari", "ari"):
+        assert isinstance(metrics[key], float) and -1.0 <= metrics[key] <= 1.0 and not math.isnan(metrics[key])
+    assert metrics["mse"] >= 0
+    # the 35 px images were cropped with the training crop [1, 1, 32, 32]: same numbers as evaluating by hand
+    model, _ = load_trained(workdir["model"])
+    ds = to_scene_dataset(workdir["images"], workdir["masks"], [1, 1, 32, 32], 32)
+    expected = evaluate_object_discovery(model, ds, batch_size=64, seed=0)
+    assert metrics["fg_ari"] == pytest.approx(expected["fg_ari"], abs=1e-6)
+    assert metrics["ari"] == pytest.approx(expected["ari"], abs=1e-6)
+    assert metrics["mse"] == pytest.approx(expected["mse"], rel=1e-5)
+
+
+def test_eval_stdout_is_exactly_the_json(workdir, capsys):
+    assert main(["eval", "--checkpoint", str(workdir["model"]), "--data", str(workdir["data"])]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["num_images"] == NUM_IMAGES
+
+
+def test_eval_default_data_is_the_validation_split(tmp_path, workdir, capsys):
+    out = tmp_path / "m.json"
+    assert main(["eval", "--checkpoint", str(workdir["model"]), "--batch-size", "3", "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["num_images"] == 4  # data.val_size of the saved experiment
+    assert -1.0 <= metrics["fg_ari"] <= 1.0
+    assert metrics["data"] == "validation split"
+
+
+def test_visualize_writes_a_png(tmp_path, workdir, capsys):
+    out = tmp_path / "g.png"
+    assert main(["visualize", "--checkpoint", str(workdir["model"]), "--data", str(workdir["data"]), "--out", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.mode == "RGB"
+        width, height = im.size
+    # one row per image (6 < --num-images 8); columns: input, recon, segment, truth, K masks, K slot contents.
+    # Each tile is the 32 px image scaled 3x, with 2 px padding, under a 14 px header (visualize.slot_grid).
+    rows, cols, tile = NUM_IMAGES, 4 + 2 * K, 3 * 32
+    assert width == cols * (tile + 2) + 2
+    assert height == 14 + rows * (tile + 2) + 2
+
+
+def test_visualize_num_images(tmp_path, workdir, capsys):
+    out = tmp_path / "g2.png"
+    argv = ["visualize", "--checkpoint", str(workdir["model"]), "--data", str(workdir["data"]), "--out", str(out),
+            "--num-images", "2"]
+    assert main(argv) == 0
+    with Image.open(out) as im:
+        assert im.size[1] == 14 + 2 * (3 * 32 + 2) + 2
+
+
+# ---------------------------------------------------------------------------------- training
+
+
+def test_nan_loss_raises_training_error():
+    from slotlab.training.object_discovery import ObjectDiscoveryModule
+
+    torch.manual_seed(0)
+    cfg = ExperimentConfig(model=tiny_model_config(16), data=DataConfig(resolution=16))
+    module = ObjectDiscoveryModule(cfg)
+    images = torch.zeros(2, 3, 16, 16)
+    images[0, 0, 3, 4] = float("nan")
+    with pytest.raises(TrainingError) as e:
+        module.training_step({"image": images}, 0)
+    assert "loss" in str(e.value)
+    assert "nan" in str(e.value).lower()
