@@ -8,7 +8,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from slotlab.modules import CNNEncoder, SlotAttention, SpatialBroadcastDecoder
+from slotlab.modules import CNNEncoder, SlotAttention, SpatialBroadcastDecoder, keras_init_
 
 
 @dataclass
@@ -22,6 +22,7 @@ class SlotAutoencoderConfig:
     mlp_hidden: int = 128
     slot_init: str = "gaussian"  # "gaussian" (paper) or "learned" (per-slot queries)
     implicit_grad: bool = False
+    weight_init: str = "keras"  # "keras": Glorot-uniform + zero bias, orthogonal GRU (official code); "torch": defaults
     attn_eps: float = 1e-8
     ln_eps: float = 1e-3
     encoder_channels: list[int] = field(default_factory=lambda: [64, 64, 64, 64])
@@ -67,6 +68,10 @@ class SlotAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="slotlab", t
             c.slot_dim, c.resolution, c.decoder_broadcast, c.decoder_channels, c.decoder_strides,
             c.decoder_kernel, c.decoder_out_kernel,
         )
+        if c.weight_init == "keras":
+            keras_init_(self)
+        elif c.weight_init != "torch":
+            raise ValueError(f"unknown weight_init {c.weight_init!r}: use 'keras' or 'torch'")
 
     @property
     def feature_size(self) -> int:

@@ -24,7 +24,7 @@ def conv_stack(in_channels: int, channels: Sequence[int], kernel_size: int, stri
 class CNNEncoder(nn.Module):
     """Images [B, 3, H, W] -> features [B, N, D] (N = h * w after the strides).
 
-    CNN, then soft position embedding, flatten, LayerNorm and MLP (Linear(C, C) ReLU Linear(C, D)),
+    CNN, then soft position embedding, flatten, LayerNorm and MLP (Linear(C, D) ReLU Linear(D, D)),
     as in the Slot Attention paper.
     """
 
@@ -49,7 +49,7 @@ class CNNEncoder(nn.Module):
         self.feature_size = resolution // downsample
         self.pos = SoftPositionEmbedding(channels[-1], (self.feature_size, self.feature_size))
         self.norm = nn.LayerNorm(channels[-1], eps=ln_eps)
-        self.mlp = SlotMLP(channels[-1], channels[-1], out_dim)
+        self.mlp = SlotMLP(channels[-1], out_dim, out_dim)
 
     def forward(self, images: Tensor) -> Tensor:
         h = self.pos(self.cnn(images))  # [B, C, h, w]
