@@ -34,14 +34,20 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[SlotAutoe
     if path.is_dir():
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             raise DataError(f"{path}: not a slotlab model folder (needs config.json and model.safetensors)")
-        with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints where it loads from
-            model = SlotAutoencoder.from_pretrained(path, map_location=map_location)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints where it loads from
+                model = SlotAutoencoder.from_pretrained(path, map_location=map_location)
+        except (RuntimeError, TypeError, ValueError) as e:
+            raise DataError(f"{path}: cannot load this model ({str(e).splitlines()[0]})") from None
         exp = path / EXPERIMENT_FILE
         config = config_from_dict(yaml.safe_load(exp.read_text())) if exp.is_file() else None
     elif path.is_file() and path.suffix == ".ckpt":
         from slotlab.training.object_discovery import ObjectDiscoveryModule
 
-        module = ObjectDiscoveryModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+        try:
+            module = ObjectDiscoveryModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+        except (RuntimeError, KeyError, EOFError) as e:
+            raise DataError(f"{path}: cannot load this checkpoint ({str(e).splitlines()[0]})") from None
         model, config = module.model, module.config
     else:
         raise DataError(f"checkpoint not found: {path} (give a model folder or a .ckpt file)")

@@ -28,11 +28,13 @@ class SlotAutoencoderConfig:
     encoder_channels: list[int] = field(default_factory=lambda: [64, 64, 64, 64])
     encoder_strides: list[int] | None = None  # default: all 1
     encoder_kernel: int = 5
+    encoder_pos_frequencies: int = 0  # Fourier bands added to the position grid (0: the official grid)
     decoder_broadcast: int = 8
     decoder_channels: list[int] = field(default_factory=lambda: [64, 64, 64, 64, 64])
     decoder_strides: list[int] | None = field(default_factory=lambda: [2, 2, 2, 2, 1])
     decoder_kernel: int = 5
     decoder_out_kernel: int = 3
+    decoder_pos_frequencies: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +60,8 @@ class SlotAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="slotlab", t
         self.config = config
         c = config
         self.encoder = CNNEncoder(
-            c.resolution, c.encoder_channels, c.encoder_kernel, c.encoder_strides, out_dim=c.slot_dim, ln_eps=c.ln_eps
+            c.resolution, c.encoder_channels, c.encoder_kernel, c.encoder_strides, out_dim=c.slot_dim, ln_eps=c.ln_eps,
+            pos_frequencies=c.encoder_pos_frequencies,
         )
         self.slot_attention = SlotAttention(
             c.num_slots, c.slot_dim, num_iterations=c.num_iterations, mlp_hidden=c.mlp_hidden, eps=c.attn_eps,
@@ -66,7 +69,7 @@ class SlotAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="slotlab", t
         )
         self.decoder = SpatialBroadcastDecoder(
             c.slot_dim, c.resolution, c.decoder_broadcast, c.decoder_channels, c.decoder_strides,
-            c.decoder_kernel, c.decoder_out_kernel,
+            c.decoder_kernel, c.decoder_out_kernel, c.decoder_pos_frequencies,
         )
         if c.weight_init == "keras":
             keras_init_(self)

@@ -26,7 +26,8 @@ class SpatialBroadcastDecoder(nn.Module):
     the resolution. The paper's two forms:
       - full resolution (Multi-dSprites, Tetrominoes): broadcast at H, channels [32]*3, strides [1]*3;
       - upsampling (CLEVR6): broadcast at 8, channels [64]*5, strides [2, 2, 2, 2, 1].
-    A final ``out_kernel_size`` conv maps to 4 channels: RGB and an alpha logit.
+    A final ``out_kernel_size`` conv maps to 4 channels: RGB and an alpha logit. With ``kernel_size`` 1 and
+    ``pos_frequencies`` > 0 the decoder is a per-pixel MLP over the slot and Fourier position features.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class SpatialBroadcastDecoder(nn.Module):
         strides: Sequence[int] | None = None,
         kernel_size: int = 5,
         out_kernel_size: int = 3,
+        pos_frequencies: int = 0,
     ):
         super().__init__()
         strides = list(strides) if strides is not None else [1] * len(channels)
@@ -51,7 +53,7 @@ class SpatialBroadcastDecoder(nn.Module):
         if size != resolution:
             raise ValueError(f"decoder outputs {size}x{size} (broadcast {broadcast_size}, strides {strides}) but the model works at {resolution}")
         self.broadcast_size = broadcast_size
-        self.pos = SoftPositionEmbedding(slot_dim, (broadcast_size, broadcast_size))
+        self.pos = SoftPositionEmbedding(slot_dim, (broadcast_size, broadcast_size), pos_frequencies)
         layers: list[nn.Module] = []
         in_ch = slot_dim
         for out_ch, stride in zip(channels, strides):

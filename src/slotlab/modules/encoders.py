@@ -37,6 +37,7 @@ class CNNEncoder(nn.Module):
         out_dim: int = 64,
         in_channels: int = 3,
         ln_eps: float = 1e-3,
+        pos_frequencies: int = 0,
     ):
         super().__init__()
         strides = list(strides) if strides is not None else [1] * len(channels)
@@ -47,7 +48,7 @@ class CNNEncoder(nn.Module):
         if resolution % downsample:
             raise ValueError(f"resolution {resolution} is not divisible by the encoder's total stride {downsample}")
         self.feature_size = resolution // downsample
-        self.pos = SoftPositionEmbedding(channels[-1], (self.feature_size, self.feature_size))
+        self.pos = SoftPositionEmbedding(channels[-1], (self.feature_size, self.feature_size), pos_frequencies)
         self.norm = nn.LayerNorm(channels[-1], eps=ln_eps)
         self.mlp = SlotMLP(channels[-1], out_dim, out_dim)
 

@@ -14,13 +14,29 @@ def build_grid(height: int, width: int, device=None, dtype=None) -> Tensor:
     return torch.stack([yy, xx, 1.0 - yy, 1.0 - xx])
 
 
-class SoftPositionEmbedding(nn.Module):
-    """Adds ``Linear(grid)`` to channels-first features: [B, C, H, W] -> [B, C, H, W]."""
+def fourier_features(grid: Tensor, num_frequencies: int) -> Tensor:
+    """[4, H, W] grid -> [4 + 4F, H, W]: the grid, then sin and cos of ``pi * 2**f * (y, x)`` for f < F.
 
-    def __init__(self, channels: int, resolution: tuple[int, int]):
+    Raw coordinates make a network smooth in position (spectral bias); the extra bands let a decoder draw
+    sharp edges early in training (Tancik et al. 2020). F = 0 is the official grid.
+    """
+    if num_frequencies == 0:
+        return grid
+    freqs = torch.pi * 2.0 ** torch.arange(num_frequencies, dtype=grid.dtype, device=grid.device)
+    angles = torch.einsum("f,chw->fchw", freqs, grid[:2]).flatten(0, 1)  # [2F, H, W]
+    return torch.cat([grid, angles.sin(), angles.cos()])
+
+
+class SoftPositionEmbedding(nn.Module):
+    """Adds ``Linear(grid)`` to channels-first features: [B, C, H, W] -> [B, C, H, W].
+
+    ``num_frequencies`` > 0 adds Fourier bands of the grid (see :func:`fourier_features`).
+    """
+
+    def __init__(self, channels: int, resolution: tuple[int, int], num_frequencies: int = 0):
         super().__init__()
-        self.proj = nn.Linear(4, channels)
-        self.register_buffer("grid", build_grid(*resolution), persistent=False)
+        self.proj = nn.Linear(4 + 4 * num_frequencies, channels)
+        self.register_buffer("grid", fourier_features(build_grid(*resolution), num_frequencies), persistent=False)
 
     def embedding(self) -> Tensor:
         """[1, C, H, W] the embedding that is added."""

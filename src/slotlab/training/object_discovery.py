@@ -31,7 +31,8 @@ class ObjectDiscoveryModule(L.LightningModule):
         self.channels_last = config.trainer.channels_last
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        self._forward = torch.compile(self.model) if config.trainer.compile else self.model
+        # a compiled bound method, not a module, so the weights are not registered twice
+        self._forward = torch.compile(self.model.forward) if config.trainer.compile else self.model.forward
         self._val_scores: list[torch.Tensor] = []
 
     def _images(self, batch) -> torch.Tensor:
