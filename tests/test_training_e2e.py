@@ -9,11 +9,12 @@ import torch
 from slotlab.checkpoints import load_trained
 from slotlab.cli.main import main
 from slotlab.config import load_config
-from slotlab.data.registry import build_dataset
+from slotlab.data import generate_tetrominoes, save_npz
+from slotlab.data.registry import VAL_SEED_OFFSET, build_dataset
 from slotlab.evaluation import evaluate_object_discovery
 from slotlab.models import SlotAutoencoder
 
-STEPS = 1000
+STEPS = 2500
 OVERRIDES = [f"optim.max_steps={STEPS}", "data.train_size=20000", "trainer.max_time_minutes=null",
              f"trainer.val_every_n_steps={STEPS}", f"trainer.checkpoint_every_n_steps={STEPS}"]
 
@@ -43,6 +44,14 @@ def test_short_training_learns_to_segment(tmp_path):
     curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
     assert curve[-1]["step"] == STEPS
     assert curve[-1]["fg_ari"] == pytest.approx(trained["fg_ari"], abs=0.05)  # bf16 autocast vs fp32 eval
+
+    # the same held-out scenes as a bring-your-own 35x35 .npz (one-hot masks, background first) score the same:
+    # eval applies the training crop 35 -> 32, so real Tetrominoes scenes in this format are read the same way
+    scenes = generate_tetrominoes(config.data.val_size, config.data.seed + VAL_SEED_OFFSET)
+    save_npz(tmp_path / "scenes.npz", scenes["image"], scenes["mask"][..., 0])
+    assert main(["eval", "--checkpoint", str(out / "model"), "--data", str(tmp_path / "scenes.npz"),
+                 "--out", str(tmp_path / "npz.json")]) == 0
+    assert json.loads((tmp_path / "npz.json").read_text())["fg_ari"] == pytest.approx(trained["fg_ari"], abs=1e-9)
 
     # resume: one more checkpointed stretch continues from the saved step
     more = [o if not o.startswith("optim.max_steps") else f"optim.max_steps={STEPS + 20}" for o in OVERRIDES]
