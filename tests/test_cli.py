@@ -265,3 +265,10 @@ def test_nan_loss_raises_training_error():
         module.training_step({"image": images}, 0)
     assert "loss" in str(e.value)
     assert "nan" in str(e.value).lower()
+
+
+def test_bare_resume_followed_by_overrides():
+    args = parse_args(["train", "tetrominoes", "--out", "runs/x", "--resume", "optim.lr=1e-4", "data.seed=2"])
+    assert args.resume == "last" and args.overrides == ["optim.lr=1e-4", "data.seed=2"]
+    args = parse_args(["train", "tetrominoes", "--out", "runs/x", "--resume", "runs/x/checkpoints/last.ckpt"])
+    assert args.resume == "runs/x/checkpoints/last.ckpt" and args.overrides == []

@@ -200,6 +200,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.overrides += extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    resume = getattr(args, "resume", None)
+    if resume and "=" in resume and not resume.endswith(".ckpt"):  # `--resume a.b=1`: a bare --resume, then an override
+        args.overrides.insert(0, resume)
+        args.resume = "last"
     return args
 
 
