@@ -25,17 +25,22 @@ def _add_train(sub) -> None:
     p.set_defaults(func=cmd_train)
 
 
+def _add_model_and_data(p) -> None:
+    """The options of commands that run a trained model on data."""
+    p.add_argument("--checkpoint", required=True, help="model folder (model.safetensors + config.json), run folder or .ckpt")
+    p.add_argument("--data", help="a .npz with image uint8 [N,H,W,3] and optional mask (one-hot [N,K,H,W] or labels "
+                   "[N,H,W]); default: the validation split of the model's training dataset")
+    p.add_argument("--seed", type=int, default=0, help="seed of the slot initialisation noise")
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model: metrics as JSON",
                        description="Segment images with a trained model and score them against ground-truth masks "
                        "(FG-ARI and ARI, averaged over images).")
-    p.add_argument("--checkpoint", required=True, help="model folder (model.safetensors + config.json), run folder or .ckpt")
-    p.add_argument("--data", help="a .npz with image uint8 [N,H,W,3] and mask (one-hot [N,K,H,W] or labels [N,H,W]); "
-                   "default: the validation split of the model's training dataset")
+    _add_model_and_data(p)
     p.add_argument("--out", help="write the metrics JSON here (also printed)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--num-iterations", type=int, help="Slot Attention iterations at test time (default: as trained)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the slot initialisation noise")
     p.set_defaults(func=cmd_eval)
 
 
@@ -44,7 +49,7 @@ def _add_demo(sub) -> None:
                        description="Procedural Tetrominoes end to end with the tetrominoes_demo preset: generate data, "
                        "train, evaluate on 320 held-out scenes, write metrics.json, the model and PNG grids.")
     p.add_argument("--out", default="slotlab-demo", help="output folder (default: slotlab-demo)")
-    p.add_argument("--minutes", type=float, help="training time budget (default: the preset's, 8)")
+    p.add_argument("--minutes", type=float, help="training time budget in minutes (default: the preset's, 8.5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the demo preset")
     p.set_defaults(func=cmd_demo)
@@ -54,11 +59,9 @@ def _add_visualize(sub) -> None:
     p = sub.add_parser("visualize", help="PNG grid: input, reconstruction, segmentation, per-slot masks",
                        description="Draw a PNG grid, one row per image: input, reconstruction, predicted segmentation, "
                        "ground truth (when the data has masks), each slot's alpha mask and contents.")
-    p.add_argument("--checkpoint", required=True, help="model folder, run folder or .ckpt")
-    p.add_argument("--data", help=".npz file (default: the validation split of the model's training dataset)")
+    _add_model_and_data(p)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--num-images", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_visualize)
 
 
