@@ -217,3 +217,16 @@ def test_round_trip_gaussian_init_keeps_noise_parameters(tmp_path):
     assert torch.equal(loaded.slot_attention.mu, model.slot_attention.mu)
     assert torch.equal(loaded.slot_attention.log_sigma, model.slot_attention.log_sigma)
     assert loaded.config == model.config
+
+
+def test_attention_labels_upsample_and_argmax():
+    from slotlab.evaluation import attention_labels
+
+    # 2x2 attention grid, 3 slots: slot k wins cell k (cell 3 -> slot 0); upsampled to 4x4 keeps the quadrants
+    attn = torch.full((1, 4, 3), 0.1)
+    for cell, slot in enumerate([0, 1, 2, 0]):
+        attn[0, cell, slot] = 0.8
+    labels = attention_labels(attn, 4)
+    assert labels.shape == (1, 4, 4)
+    expected = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 0, 0], [2, 2, 0, 0]])
+    assert torch.equal(labels[0], expected)
