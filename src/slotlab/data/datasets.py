@@ -39,9 +39,6 @@ class SceneDataset(Dataset):
             batch["labels"] = self.labels[index]
         return batch
 
-    def subset(self, start: int, stop: int) -> "SceneDataset":
-        return SceneDataset(self.images[start:stop], None if self.labels is None else self.labels[start:stop])
-
 
 class ShuffledBatchSampler(Sampler[Tensor]):
     """Yields index tensors of ``batch_size``: a fresh permutation per epoch from ``seed + epoch``.

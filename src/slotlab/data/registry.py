@@ -39,7 +39,7 @@ def _npz(cfg: DataConfig, split: str) -> Arrays:
     if not cfg.path:
         raise ConfigError("dataset 'npz' needs data.path=FILE.npz")
     images, labels = load_npz(cfg.path)
-    n_val = min(cfg.val_size, len(images) // 5) if split else 0
+    n_val = min(cfg.val_size, max(1, len(images) // 5))  # the last images validate
     sl = slice(0, len(images) - n_val) if split == "train" else slice(len(images) - n_val, len(images))
     return images[sl], None if labels is None else labels[sl]
 
