@@ -149,10 +149,11 @@ def cmd_visualize(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from slotlab.checkpoints import load_trained, save_trained
     from slotlab.config import load_config
     from slotlab.data.registry import build_dataset
     from slotlab.evaluation import evaluate_object_discovery
-    from slotlab.training.run import train
+    from slotlab.training.run import BEST_CHECKPOINT, train
     from slotlab.visualize import draw_model_grid
 
     start = time.monotonic()
@@ -164,17 +165,31 @@ def cmd_demo(args) -> int:
     print(f"slotlab demo: procedural Tetrominoes, {config.data.train_size} training scenes, "
           f"training for up to {config.trainer.max_time_minutes} min, output in {out}", flush=True)
     result = train(config, out)
-    model = result.module.model.float()
-    held_out = build_dataset(config.data, "val")
-    metrics = evaluate_object_discovery(model, held_out, seed=args.seed)
-    metrics.update(steps=result.trainer.global_step, train_seconds=round(result.seconds, 1),
-                   seconds=round(time.monotonic() - start, 1), model=str(result.model_dir),
-                   held_out="320 procedural scenes from a seed disjoint from training")
-    draw_model_grid(model, held_out, out / "grid.png", 8, args.seed)
+    test = build_dataset(config.data, "test")  # 320 scenes from a seed used by neither training nor validation
+    final = evaluate_object_discovery(result.module.model.float(), test, seed=args.seed)
+    best_path = out / "checkpoints" / BEST_CHECKPOINT
+    model, best_step = result.module.model, result.trainer.global_step
+    if best_path.is_file():  # the weights with the best validation FG-ARI (early stopping on the validation split)
+        model, _ = load_trained(best_path)
+        best_step = torch_load_step(best_path)
+        save_trained(model, config, result.model_dir)
+    metrics = evaluate_object_discovery(model, test, seed=args.seed)
+    metrics.update(step=best_step, steps=result.trainer.global_step, fg_ari_final_weights=final["fg_ari"],
+                   train_seconds=round(result.seconds, 1), seconds=round(time.monotonic() - start, 1),
+                   model=str(result.model_dir), selection="checkpoint with the best validation FG-ARI",
+                   test="320 procedural scenes from a seed disjoint from training and validation")
+    draw_model_grid(model, test, out / "grid.png", 8, args.seed)
     _write_json(metrics, out / "metrics.json")
-    print(f"FG-ARI {metrics['fg_ari']:.3f} on {metrics['num_images']} held-out scenes after {metrics['steps']} steps, "
-          f"{metrics['seconds']:.0f} s in all; wrote {out}/metrics.json, {out}/grid.png, {result.model_dir}/")
+    print(f"FG-ARI {metrics['fg_ari']:.3f} on {metrics['num_images']} test scenes (weights of step {best_step} of "
+          f"{metrics['steps']}), {metrics['seconds']:.0f} s in all; wrote {out}/metrics.json, {out}/grid.png, "
+          f"{result.model_dir}/")
     return 0
+
+
+def torch_load_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 def cmd_presets(args) -> int:

@@ -14,8 +14,9 @@ from slotlab.data.tetrominoes import generate_tetrominoes
 from slotlab.data.transforms import masks_to_labels, prepare_images, prepare_labels
 from slotlab.errors import ConfigError, DataError
 
-# Offset between the training and validation seeds of procedural datasets (disjoint random streams).
+# Offsets from the training seed to the validation and test seeds of procedural datasets (disjoint streams).
 VAL_SEED_OFFSET = 1_000_003
+TEST_SEED_OFFSET = 2_000_006
 
 Arrays = tuple[np.ndarray, np.ndarray | None]  # images uint8 [N, H, W, 3], labels uint8 [N, H, W] or None
 
@@ -26,11 +27,12 @@ class DatasetInfo:
     resolution: int  # native image side
     num_entities: int  # ground-truth entities per image, background included
     source: str
-    load: Callable[[DataConfig, str], Arrays]  # (config, "train" | "val") -> arrays
+    load: Callable[[DataConfig, str], Arrays]  # (config, "train" | "val" | "test") -> arrays
 
 
 def _tetrominoes(cfg: DataConfig, split: str) -> Arrays:
-    n, seed = (cfg.train_size, cfg.seed) if split == "train" else (cfg.val_size, cfg.seed + VAL_SEED_OFFSET)
+    n, seed = {"train": (cfg.train_size, cfg.seed), "val": (cfg.val_size, cfg.seed + VAL_SEED_OFFSET),
+               "test": (cfg.val_size, cfg.seed + TEST_SEED_OFFSET)}[split]
     d = generate_tetrominoes(n, seed)
     return d["image"], masks_to_labels(d["mask"]).numpy()
 
@@ -40,7 +42,7 @@ def _npz(cfg: DataConfig, split: str) -> Arrays:
         raise ConfigError("dataset 'npz' needs data.path=FILE.npz")
     images, labels = load_npz(cfg.path)
     n_val = min(cfg.val_size, max(1, len(images) // 5))  # the last images validate
-    sl = slice(0, len(images) - n_val) if split == "train" else slice(len(images) - n_val, len(images))
+    sl = slice(0, len(images) - n_val) if split == "train" else slice(len(images) - n_val, len(images))  # val, test
     return images[sl], None if labels is None else labels[sl]
 
 
@@ -69,6 +71,10 @@ def to_scene_dataset(images: np.ndarray, labels: np.ndarray | None, crop: list[i
 
 
 def build_dataset(cfg: DataConfig, split: str) -> SceneDataset:
-    """The ``split`` ("train" or "val") of the configured dataset, at model resolution, in memory."""
+    """The ``split`` of the configured dataset, at model resolution, in memory.
+
+    "train" and "val" are used in training ("val" picks the best checkpoint); "test" is held out from both
+    (procedural datasets: a third seed; an .npz has no separate test split and gives its validation images).
+    """
     images, labels = dataset_info(cfg.dataset).load(cfg, split)
     return to_scene_dataset(images, labels, cfg.crop, cfg.resolution)

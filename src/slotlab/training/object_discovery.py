@@ -70,7 +70,8 @@ class ObjectDiscoveryModule(L.LightningModule):
         if totals.ndim == 3:
             totals = totals.sum(0)
         fg, full = (totals[0] / totals[1].clamp(min=1)).tolist()
-        self.log_dict({"val/fg_ari": fg, "val/ari": full}, prog_bar=True, rank_zero_only=True)
+        # identical on every rank after the all_gather, so ModelCheckpoint can monitor it everywhere
+        self.log_dict({"val/fg_ari": fg, "val/ari": full}, prog_bar=True)
 
     def configure_optimizers(self):
         o = self.config.optim

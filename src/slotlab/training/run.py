@@ -75,11 +75,19 @@ def configure_threads(config: ExperimentConfig) -> None:
         torch.set_num_threads(config.trainer.num_threads)
 
 
-def build_trainer(config: ExperimentConfig, out_dir: Path, progress: bool = True, callbacks: list[Callback] | None = None) -> L.Trainer:
+BEST_CHECKPOINT = "best.ckpt"  # highest validation FG-ARI, beside last.ckpt
+
+
+def build_trainer(config: ExperimentConfig, out_dir: Path, progress: bool = True, callbacks: list[Callback] | None = None,
+                  track_best: bool = False) -> L.Trainer:
+    """``track_best``: also keep ``checkpoints/best.ckpt``, the weights with the highest validation FG-ARI."""
     t = config.trainer
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", every_n_train_steps=t.checkpoint_every_n_steps,
                            save_last=True, save_top_k=1)
     cbs: list[Callback] = [ckpt, LearningRateMonitor("step"), CurveLogger(out_dir / "curve.jsonl")]
+    if track_best:
+        cbs.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=Path(BEST_CHECKPOINT).stem,
+                                   monitor="val/fg_ari", mode="max", save_top_k=1, enable_version_counter=False))
     if progress:
         cbs.append(TQDMProgressBar(refresh_rate=20))
     return L.Trainer(
@@ -95,7 +103,8 @@ def build_trainer(config: ExperimentConfig, out_dir: Path, progress: bool = True
 
 def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True,
           callbacks: list[Callback] | None = None) -> TrainResult:
-    """Train ``config`` into ``out_dir`` (checkpoints/, logs/, curve.jsonl, model/). ``resume``: a .ckpt or "last"."""
+    """Train ``config`` into ``out_dir``: checkpoints/ (last.ckpt, and best.ckpt by validation FG-ARI when the data
+    has masks), logs/, curve.jsonl and model/ (the final weights). ``resume``: a .ckpt or "last"."""
     if config.task != "object_discovery":
         raise ConfigError(f"task {config.task!r} is not supported by this version (object_discovery only)")
     out_dir = Path(out_dir)
@@ -108,7 +117,7 @@ def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = No
         raise ConfigError(f"data.resolution {train_set.resolution} differs from model.resolution {config.model.resolution}")
     data = SceneDataModule(train_set, val_set, config.optim.batch_size, config.trainer.seed, config.data.num_workers)
     module = ObjectDiscoveryModule(config)
-    trainer = build_trainer(config, out_dir, progress, callbacks)
+    trainer = build_trainer(config, out_dir, progress, callbacks, track_best=val_set.labels is not None)
     if resume == "last":
         last = out_dir / "checkpoints" / "last.ckpt"
         resume = str(last) if last.is_file() else None
