@@ -52,3 +52,8 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[SlotAutoe
     else:
         raise DataError(f"checkpoint not found: {path} (give a model folder or a .ckpt file)")
     return model.eval(), config
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The training step at which a Lightning ``.ckpt`` was written."""
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])

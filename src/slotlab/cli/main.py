@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -149,7 +148,7 @@ def cmd_visualize(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from slotlab.checkpoints import load_trained, save_trained
+    from slotlab.checkpoints import checkpoint_step, load_trained, save_trained
     from slotlab.config import load_config
     from slotlab.data.registry import build_dataset
     from slotlab.evaluation import evaluate_object_discovery
@@ -171,7 +170,7 @@ def cmd_demo(args) -> int:
     model, best_step = result.module.model, result.trainer.global_step
     if best_path.is_file():  # the weights with the best validation FG-ARI (early stopping on the validation split)
         model, _ = load_trained(best_path)
-        best_step = torch_load_step(best_path)
+        best_step = checkpoint_step(best_path)
         save_trained(model, config, result.model_dir)
     metrics = evaluate_object_discovery(model, test, seed=args.seed)
     metrics.update(step=best_step, steps=result.trainer.global_step, fg_ari_final_weights=final["fg_ari"],
@@ -184,12 +183,6 @@ def cmd_demo(args) -> int:
           f"{metrics['steps']}), {metrics['seconds']:.0f} s in all; wrote {out}/metrics.json, {out}/grid.png, "
           f"{result.model_dir}/")
     return 0
-
-
-def torch_load_step(path: Path) -> int:
-    import torch
-
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
 
 
 def cmd_presets(args) -> int:
