@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slotlab.data.tetrominoes import (
+from slotlab.data.procedural.tetrominoes import (
     BEVEL,
     BEVEL_K,
     COLOUR_NAMES,

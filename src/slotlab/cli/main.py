@@ -102,7 +102,7 @@ def cmd_train(args) -> int:
 
 def _eval_dataset(config, data: str | None, resolution: int):
     """The dataset to evaluate on: a .npz (cropped/resized as the model was trained) or the training val split."""
-    from slotlab.data.npz import load_npz
+    from slotlab.data.formats.npz import load_npz
     from slotlab.data.registry import build_dataset, to_scene_dataset
     from slotlab.data.transforms import centre_crop
     from slotlab.errors import DataError

@@ -9,8 +9,8 @@ import numpy as np
 
 from slotlab.config import DataConfig
 from slotlab.data.datasets import SceneDataset
-from slotlab.data.npz import load_npz
-from slotlab.data.tetrominoes import generate_tetrominoes
+from slotlab.data.formats.npz import load_npz
+from slotlab.data.procedural.tetrominoes import generate_tetrominoes
 from slotlab.data.transforms import masks_to_labels, prepare_images, prepare_labels
 from slotlab.errors import ConfigError, DataError
 

@@ -1,0 +1,1 @@
+"""Procedural, seeded generators of offline twins of the benchmark datasets."""
