@@ -10,7 +10,9 @@ import io
 import numpy as np
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c as reference_crc
+from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import (
+    masked_crc32c as reference_crc,
+)
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from slotlab.data.formats.tfrecord import (

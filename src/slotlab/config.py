@@ -22,7 +22,8 @@ from slotlab.models.object_discovery import SlotAutoencoderConfig
 @dataclass
 class DataConfig:
     dataset: str = "tetrominoes"  # a name from slotlab.data.DATASETS
-    path: str | None = None  # file for datasets read from disk (e.g. "npz")
+    path: str | None = None  # a converted store (`slotlab data convert`) or, for "npz", the file; unset: procedural
+    val_path: str | None = None  # a second store for validation/test (else the last 2 * val_size items of path)
     train_size: int = 60_000  # procedural datasets: scenes generated for training
     val_size: int = 320  # held-out scenes evaluated during and after training
     seed: int = 0  # procedural datasets: the training set's seed (validation uses a disjoint one)

@@ -1,4 +1,4 @@
-"""The ``slotlab`` command: train, eval, demo, visualize, presets."""
+"""The ``slotlab`` command: train, eval, demo, visualize, presets, data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from slotlab.cli.data import add_data
 from slotlab.errors import SlotlabError
 
 
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slotlab", description="Object-centric learning with Slot Attention.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_demo, _add_visualize, _add_presets):
+    for add in (_add_train, _add_eval, _add_demo, _add_visualize, _add_presets, add_data):
         add(sub)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
@@ -13,18 +14,23 @@ from slotlab.errors import DataError
 
 
 class SceneDataset(Dataset):
-    """Images uint8 [N, 3, R, R] and optional ground-truth label maps uint8 [N, R, R] (0 = background).
+    """Images uint8 [N, 3, R, R], optional label maps uint8 [N, R, R] (0 = background) and optional extra
+    per-scene fields (e.g. set-prediction ``targets`` [N, 10, 19]), as tensors or numpy arrays (memory maps of a
+    converted store are read lazily).
 
     Indexed by a tensor of indices, it returns a whole batch at once (one gather, no per-item collate):
-    ``{"image": float [B, 3, R, R] in [-1, 1], "labels": uint8 [B, R, R]}``.
+    ``{"image": float [B, 3, R, R] in [-1, 1], "labels": uint8 [B, R, R], **extra}``.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor | None = None):
+    def __init__(self, images, labels=None, **extra):
         if len(images) == 0:
             raise DataError("the dataset is empty")
         if labels is not None and (labels.shape[0] != images.shape[0] or labels.shape[-2:] != images.shape[-2:]):
             raise DataError(f"masks {list(labels.shape)} do not match images {list(images.shape)}")
-        self.images, self.labels = images, labels
+        for k, v in extra.items():
+            if len(v) != len(images):
+                raise DataError(f"field {k!r} has {len(v)} items for {len(images)} images")
+        self.images, self.labels, self.extra = images, labels, extra
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -33,11 +39,27 @@ class SceneDataset(Dataset):
     def resolution(self) -> int:
         return self.images.shape[-1]
 
+    def fields(self) -> dict:
+        return {"images": self.images, "labels": self.labels, **self.extra}
+
+    def subset(self, index: slice) -> SceneDataset:
+        """A view of some scenes (a slice: memory maps stay memory maps)."""
+        return SceneDataset(self.images[index], None if self.labels is None else self.labels[index],
+                            **{k: v[index] for k, v in self.extra.items()})
+
     def __getitem__(self, index) -> dict[str, Tensor]:
-        batch = {"image": to_model_range(self.images[index])}
+        batch = {"image": to_model_range(_gather(self.images, index))}
         if self.labels is not None:
-            batch["labels"] = self.labels[index]
+            batch["labels"] = _gather(self.labels, index)
+        batch.update({k: _gather(v, index) for k, v in self.extra.items()})
         return batch
+
+
+def _gather(a, index) -> Tensor:
+    if isinstance(a, Tensor):
+        return a[index]
+    index = index.numpy() if isinstance(index, Tensor) else index
+    return torch.from_numpy(np.ascontiguousarray(a[index]))
 
 
 class ShuffledBatchSampler(Sampler[Tensor]):

@@ -42,8 +42,7 @@ class SceneDataModule(L.LightningDataModule):
         if self.val is None:
             return []
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        shard = self.val if world == 1 else SceneDataset(
-            self.val.images[rank::world], None if self.val.labels is None else self.val.labels[rank::world])
+        shard = self.val if world == 1 else self.val.subset(slice(rank, None, world))
         return self._loader(shard, SequentialBatchSampler(len(shard), self.batch_size))
 
 

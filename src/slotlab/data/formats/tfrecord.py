@@ -22,14 +22,14 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import google_crc32c
 import numpy as np
 
 from slotlab.errors import DataError
 
-Feature = Union[np.ndarray, list[bytes]]
+Feature = np.ndarray | list[bytes]
 
 _MASK_DELTA = 0xA282EAD8
 _U64 = struct.Struct("<Q")

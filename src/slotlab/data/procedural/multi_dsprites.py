@@ -45,16 +45,16 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "VARIANTS",
-    "NUM_SPRITES",
     "IMAGE_SIZE",
-    "SHAPE_NAMES",
-    "SCALES",
+    "MIN_VISIBLE_PIXELS",
     "NUM_ORIENTATIONS",
     "NUM_POSITIONS",
-    "MIN_VISIBLE_PIXELS",
-    "sprite_footprint",
+    "NUM_SPRITES",
+    "SCALES",
+    "SHAPE_NAMES",
+    "VARIANTS",
     "generate_multi_dsprites",
+    "sprite_footprint",
 ]
 
 #: Entities per image (background included) of each variant.
@@ -204,23 +204,23 @@ def _render_labels(lat: dict[str, np.ndarray], size: int) -> np.ndarray:
         _centre_px(lat["x"][img, slot], size), _centre_px(lat["y"][img, slot], size), r_px, half,
     )
     pad = half + 1  # windows never leave the padded canvas (centres lie inside the image)
-    canvas = np.zeros((n, size + 2 * pad, size + 2 * pad), dtype=np.int8)
-    ar = np.arange(w)
+    side = size + 2 * pad
+    canvas = np.zeros((n, side, side), dtype=np.int8)
+    offsets = (np.arange(w)[:, None] * side + np.arange(w)[None, :]).ravel()  # [W * W]
+    base = img * (side * side) + (row0 + pad) * side + (col0 + pad)  # [m] flat index of window pixel (0, 0)
+    flat_canvas = canvas.reshape(-1)
+    inside = inside.reshape(len(img), w * w)
     for j in range(p):
         sel = np.flatnonzero(slot == j)
-        if sel.size == 0:
-            continue
-        rows = (row0[sel] + pad)[:, None, None] + ar[None, :, None]
-        cols = (col0[sel] + pad)[:, None, None] + ar[None, None, :]
-        ii = img[sel][:, None, None]
-        canvas[ii, rows, cols] = np.where(inside[sel], np.int8(j + 1), canvas[ii, rows, cols])
+        if sel.size:
+            lin = base[sel, None] + offsets
+            flat_canvas[lin[inside[sel]]] = j + 1
     return np.ascontiguousarray(canvas[:, pad:pad + size, pad:pad + size])
 
 
-def _entity_counts(labels: np.ndarray, e: int) -> np.ndarray:
-    n = labels.shape[0]
-    flat = labels.reshape(n, -1).astype(np.int64) + (e * np.arange(n))[:, None]
-    return np.bincount(flat.ravel(), minlength=n * e).reshape(n, e)
+def _entity_masks(labels: np.ndarray, e: int) -> np.ndarray:
+    """One-hot entity masks bool [n, E, S, S] of a label map int8 [n, S, S]."""
+    return np.equal(labels[:, None], np.arange(e, dtype=np.int8)[None, :, None, None])
 
 
 def generate_multi_dsprites(
@@ -243,29 +243,31 @@ def generate_multi_dsprites(
 
     lat = _sample(rng, n, variant)
     labels = _render_labels(lat, size)
+    minimum = np.where(np.arange(e) == 0, 1, MIN_VISIBLE_PIXELS)
     # Resample whole images in which the background or a drawn sprite ended up (nearly) invisible.
+    todo = np.arange(n)
     for _attempt in range(1000):
-        counts = _entity_counts(labels, e)
-        need = np.concatenate([np.ones((n, 1), dtype=bool), lat["present"]], axis=1)
-        minimum = np.where(np.arange(e) == 0, 1, MIN_VISIBLE_PIXELS)
-        bad = np.flatnonzero((need & (counts < minimum)).any(axis=1))
+        counts = _entity_masks(labels[todo], e).reshape(todo.size, e, size * size).sum(axis=2, dtype=np.int32)
+        need = lat["present"][todo]
+        bad = todo[((counts[:, 1:] < minimum[1:]) & need).any(axis=1) | (counts[:, 0] < minimum[0])]
         if bad.size == 0:
             break
         new = _sample(rng, bad.size, variant)
         for key, val in new.items():
             lat[key][bad] = val
         labels[bad] = _render_labels(new, size)
+        todo = bad
     else:
         raise RuntimeError("could not generate images with all sprites visible; image_size too small?")
 
     color = lat["color"]
     c = color.shape[-1]
-    palette = np.rint(color * np.float32(255)).astype(np.uint8)  # [n, E, C]
-    image = np.take_along_axis(palette, labels.reshape(n, size * size, 1).astype(np.intp), axis=1)
-    image = image.reshape(n, size, size, c)
+    palette = np.rint(color * np.float32(255)).astype(np.uint8).reshape(n * e, c)
+    flat = labels.reshape(n, size * size).astype(np.intp)
+    flat += (e * np.arange(n, dtype=np.intp))[:, None]
+    image = np.take(palette, flat.ravel(), axis=0).reshape(n, size, size, c)
 
-    mask = np.equal(labels[:, None, :, :, None], np.arange(e, dtype=np.int8)[None, :, None, None, None])
-    mask = mask.view(np.uint8)
+    mask = _entity_masks(labels, e)[..., None].view(np.uint8)
     mask *= np.uint8(255)
 
     def entity_field(key: str) -> np.ndarray:

@@ -1,0 +1,134 @@
+"""``slotlab data``: list, download, convert, inspect and generate datasets."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_data(sub) -> None:
+    p = sub.add_parser("data", help="datasets: list, download, convert, info, generate",
+                       description="Datasets in their published formats and their procedural twins. Typical use:\n"
+                       "  slotlab data download clevr6 --root ~/data\n"
+                       "  slotlab data convert clevr6 ~/data/clevr_with_masks_train.tfrecords ~/data/clevr6-128\n"
+                       "  slotlab train clevr6 --out runs/clevr6 data.path=~/data/clevr6-128",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+
+    q = dsub.add_parser("list", help="the dataset registry: size, entities, source, twin",
+                        description="Every dataset a preset can name, with its native size, entities, the papers' "
+                        "crop and model resolution, whether it has a procedural twin, and where it is published.")
+    q.set_defaults(func=cmd_list)
+
+    q = dsub.add_parser("download", help="fetch a dataset's published files",
+                        description="Download a dataset's published files into ROOT. Offline, says which URL to fetch "
+                        "and where to put it.")
+    q.add_argument("name")
+    q.add_argument("--root", default=".", help="folder to download into (default: .)")
+    q.add_argument("--mirror", help="replace the scheme and host of the URLs (a local mirror, e.g. file:///data/mirror)")
+    q.add_argument("--split", action="append", help="MOVi: splits to fetch (repeatable; default all)")
+    q.set_defaults(func=cmd_download)
+
+    q = dsub.add_parser("convert", help="convert a downloaded dataset once into a fast memory-mapped store",
+                        description="Read SRC in its published format, crop and resize as the papers do, and write "
+                        "a store to DST (a folder). Interrupted conversions resume when run again.")
+    q.add_argument("name", help="dataset name (see `slotlab data list`)")
+    q.add_argument("src", help="the downloaded file or folder")
+    q.add_argument("dst", help="store folder to write")
+    q.add_argument("--split", default="train", help="split to convert, for datasets with several (default: train)")
+    q.add_argument("--resolution", type=int, help="model resolution (default: the papers')")
+    q.add_argument("--limit", type=int, help="stop after this many source records")
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=cmd_convert)
+
+    q = dsub.add_parser("info", help="describe a store, a TFRecord file or a dataset name",
+                        description="Print JSON about PATH: a converted store (items, fields, source), a TFRecord "
+                        "file (records, features of the first), or a registered dataset name.")
+    q.add_argument("path")
+    q.set_defaults(func=cmd_info)
+
+    q = dsub.add_parser("generate", help="write a procedural twin in the dataset's published format",
+                        description="Generate N scenes of a dataset's procedural twin and write them in the published "
+                        "format (TFRecord for DeepMind datasets, a CLEVR v1.0 folder for clevr), ready for "
+                        "`slotlab data convert`.")
+    q.add_argument("name")
+    q.add_argument("out", help="output folder")
+    q.add_argument("-n", "--num", type=int, default=1000, help="number of scenes (default 1000)")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_generate)
+
+
+def cmd_list(args) -> int:
+    from slotlab.data.registry import DATASETS
+
+    rows = [("name", "size", "entities", "crop", "res", "twin", "source")]
+    for d in DATASETS.values():
+        size = f"{d.size[0]}x{d.size[1]}" if d.size[0] else "any"
+        rows.append((d.name, size, str(d.num_entities or "-"), str(d.crop or "-"), str(d.resolution),
+                     "yes" if d.generate else "-", d.source))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[6])
+    return 0
+
+
+def cmd_download(args) -> int:
+    from slotlab.data.download import download
+
+    paths = download(args.name, args.root, args.mirror, tuple(args.split) if args.split else None)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from slotlab.data.convert import convert_dataset
+
+    store = convert_dataset(args.name, args.src, args.dst, args.split, args.resolution, args.limit,
+                            progress=not args.no_progress)
+    print(json.dumps(store.describe(), indent=2))
+    return 0
+
+
+def cmd_info(args) -> int:
+    from slotlab.data.registry import DATASETS
+    from slotlab.data.store import Store, is_store
+
+    path = Path(args.path)
+    if is_store(path):
+        info = Store(path, allow_incomplete=True).describe()
+    elif path.is_file():
+        from slotlab.data.formats.tfrecord import parse_example, read_records
+
+        count, first = 0, None
+        for record in read_records(path):
+            first = first or record
+            count += 1
+        feats = parse_example(first) if first else {}
+        info = {"path": str(path), "records": count, "features": {
+            k: (f"{len(v)} byte strings" if isinstance(v, list) else f"{v.dtype} x {v.size}") for k, v in feats.items()}}
+    elif args.path in DATASETS:
+        d = DATASETS[args.path]
+        info = {"name": d.name, "size": list(d.size), "entities": d.num_entities, "crop": d.crop,
+                "resolution": d.resolution, "splits": list(d.splits), "procedural_twin": d.generate is not None,
+                "source": d.source, "downloads": list(d.downloads), "manual_download": d.manual_download}
+    else:
+        from slotlab.errors import DataError
+
+        raise DataError(f"{path}: neither a store, a file nor a dataset name")
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from slotlab.data.registry import dataset_info
+    from slotlab.errors import DataError
+
+    info = dataset_info(args.name)
+    if info.write_twin is None:
+        raise DataError(f"dataset {args.name!r} has no procedural twin")
+    if args.num < 1:
+        raise DataError("--num must be at least 1")
+    print(info.write_twin(Path(args.out), args.num, args.seed))
+    return 0

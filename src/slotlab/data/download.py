@@ -1,0 +1,88 @@
+"""Downloads of the published datasets (for users with internet); offline, a one-line error says what to fetch.
+
+``mirror`` replaces the scheme and host of every URL (a local copy of the buckets, or ``file://`` folders in
+tests): ``https://storage.googleapis.com/a/b`` with mirror ``file:///m`` becomes ``file:///m/a/b``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tqdm.auto import tqdm
+
+from slotlab.errors import DataError
+
+
+def _mirrored(url: str, mirror: str | None) -> str:
+    return url if not mirror else f"{mirror.rstrip('/')}/{urlparse(url).path.lstrip('/')}"
+
+
+def fetch(url: str, dest: Path, progress: bool = True) -> Path:
+    """Download ``url`` to ``dest`` (through ``dest.part``, renamed when complete); an existing ``dest`` is kept."""
+    if dest.is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(part, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise DataError(f"cannot download {url} ({reason}); fetch it yourself and put it at {dest}") from None
+    part.replace(dest)
+    return dest
+
+
+def _movi(base: str, name: str, root: Path, splits: tuple[str, ...], progress: bool) -> list[Path]:
+    """TFDS layout: dataset_info.json lists each split's shard lengths; shards are NAME-SPLIT.tfrecord-i-of-n."""
+    info_path = fetch(f"{base}/dataset_info.json", root / "dataset_info.json", progress)
+    try:
+        info = json.loads(info_path.read_text())
+        shards = {s["name"]: len(s["shardLengths"]) for s in info["splits"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise DataError(f"{info_path}: not a TFDS dataset_info.json ({e})") from None
+    paths = []
+    for split in splits:
+        n = shards.get(split, 0)
+        for i in range(n):
+            file = f"{name}-{split}.tfrecord-{i:05d}-of-{n:05d}"
+            paths.append(fetch(f"{base}/{file}", root / file, progress))
+    return paths
+
+
+def download(name: str, root: str | Path, mirror: str | None = None, splits: tuple[str, ...] | None = None,
+             progress: bool = True) -> list[Path]:
+    """Fetch dataset ``name`` into ``root``; returns the files (or folders) to pass to ``slotlab data convert``."""
+    from slotlab.data.registry import dataset_info
+
+    info, root = dataset_info(name), Path(root)
+    if not info.downloads:
+        raise DataError(f"{name}: no direct download; {info.manual_download or 'bring the files yourself'}")
+    url = _mirrored(info.downloads[0], mirror)
+    if name.startswith("movi_"):
+        return _movi(url, name, root, splits or info.splits, progress)
+    dest = fetch(url, root / Path(urlparse(url).path).name, progress)
+    if dest.suffix == ".zip":  # CLEVR v1.0: unpack next to the archive
+        folder = root / dest.stem
+        if not folder.is_dir():
+            try:
+                with zipfile.ZipFile(dest) as z:
+                    z.extractall(root / (dest.stem + ".unpacking"))
+            except zipfile.BadZipFile as e:
+                raise DataError(f"{dest}: not a valid zip archive ({e}); delete it and download again") from None
+            unpacked = root / (dest.stem + ".unpacking")
+            inner = unpacked / dest.stem
+            shutil.move(str(inner if inner.is_dir() else unpacked), folder)
+            shutil.rmtree(unpacked, ignore_errors=True)
+        return [folder]
+    return [dest]

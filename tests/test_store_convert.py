@@ -1,0 +1,187 @@
+"""The converted store, resumable conversion, training data from stores, downloads and `slotlab data`."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from slotlab.cli.main import main
+from slotlab.config import DataConfig
+from slotlab.data import registry
+from slotlab.data.convert import convert_dataset, convert_examples
+from slotlab.data.download import download
+from slotlab.data.formats import multi_object as mo
+from slotlab.data.procedural.tetrominoes import generate_tetrominoes
+from slotlab.data.registry import build_dataset
+from slotlab.data.store import Store, StoreWriter
+from slotlab.data.transforms import masks_to_labels, prepare_images, prepare_labels
+from slotlab.errors import DataError
+
+
+@pytest.fixture(scope="module")
+def tetro(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tetro")
+    d = generate_tetrominoes(300, seed=5)
+    path = root / "tetrominoes_train.tfrecords"
+    mo.write_multi_object("tetrominoes", path, d)
+    return {"root": root, "path": path, "data": d}
+
+
+def test_store_writer_round_trip_and_refuses_other_conversions(tmp_path):
+    w = StoreWriter(tmp_path / "s", {"dataset": "x"})
+    a = np.arange(24, dtype=np.uint8).reshape(4, 2, 3)
+    w.append({"a": a, "b": np.arange(4.0, dtype=np.float32)}, consumed=5)
+    store = w.finish()
+    assert len(store) == 4 and store.describe()["source_records_read"] == 5
+    np.testing.assert_array_equal(store["a"], a)
+    assert isinstance(store["a"], np.memmap)
+    with pytest.raises(DataError, match="holds a different conversion"):
+        StoreWriter(tmp_path / "s", {"dataset": "y"})
+    w = StoreWriter(tmp_path / "t", {})
+    w.append({"a": a}, 1)
+    with pytest.raises(DataError, match="field 'a'"):
+        w.append({"a": a.astype(np.float32)}, 2)
+    with pytest.raises(DataError, match="conversion is unfinished"):
+        Store(tmp_path / "t")
+
+
+def test_convert_tetrominoes_every_field(tetro, tmp_path):
+    store = convert_dataset("tetrominoes", tetro["path"], tmp_path / "s", progress=False, chunk=64)
+    d = tetro["data"]
+    assert len(store) == 300 and store.attrs["resolution"] == 32 and store.attrs["crop"] == [1, 1, 32, 32]
+    np.testing.assert_array_equal(store["image"], prepare_images(d["image"], [1, 1, 32, 32], 32).numpy())
+    np.testing.assert_array_equal(store["labels"], prepare_labels(masks_to_labels(d["mask"]), [1, 1, 32, 32], 32).numpy())
+    for k in ("x", "y", "shape", "visibility", "color"):
+        np.testing.assert_array_equal(store[k], d[k])
+    np.testing.assert_array_equal(store["source_index"], np.arange(300))
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_conversion_resumes_without_redoing_work(tetro, tmp_path, monkeypatch):
+    info = registry.dataset_info("tetrominoes")
+    attrs = {"dataset": "tetrominoes", "split": "train", "source": str(tetro["path"].resolve()), "resolution": 32,
+             "crop": [1, 1, 32, 32]}
+
+    def interrupted(after):
+        for i, ex in enumerate(info.read(tetro["path"], "train", 0)):
+            if i == after:
+                raise Interrupt
+            yield ex
+
+    with pytest.raises(Interrupt):
+        convert_examples(interrupted(150), tmp_path / "s", attrs, [1, 1, 32, 32], 32, chunk=64, progress=False)
+    partial = json.loads((tmp_path / "s" / "meta.json").read_text())
+    assert partial["count"] == 128 and partial["consumed"] == 128 and not partial["complete"]
+    with open(tmp_path / "s" / "image.bin", "ab") as f:  # bytes of a chunk that was never committed
+        f.write(b"\x07" * 1000)
+    seen = []
+
+    def counting(path, split, start):
+        seen.append(start)
+        yield from info.read(path, split, start)
+
+    monkeypatch.setitem(registry.DATASETS, "tetrominoes", dataclasses.replace(info, read=counting))
+    store = convert_dataset("tetrominoes", tetro["path"], tmp_path / "s", chunk=64, progress=False)
+    assert seen == [128]  # the first 128 records were not converted again
+    whole = convert_dataset("tetrominoes", tetro["path"], tmp_path / "whole", progress=False)
+    for k in whole.fields:
+        np.testing.assert_array_equal(store[k], whole[k], err_msg=k)
+
+
+def test_clevr6_filter_and_crop_in_conversion(tmp_path):
+    spec = mo.SPECS["clevr_with_masks"]
+    rng = np.random.default_rng(0)
+    n = 6
+    vis = np.zeros((n, 11), np.float32)
+    objects = np.array([3, 7, 6, 10, 4, 6])
+    vis[np.arange(11)[None] <= objects[:, None]] = 1
+    labels = rng.integers(0, 11, (n, 240, 320))
+    d = {"image": rng.integers(0, 256, (n, 240, 320, 3), dtype=np.uint8),
+         "mask": ((labels[:, None] == np.arange(11)[None, :, None, None]) * 255).astype(np.uint8)[..., None],
+         "visibility": vis, **{k: np.zeros((n, 11), np.float32) for k in ("x", "y", "z", "rotation")},
+         "pixel_coords": np.zeros((n, 11, 3), np.float32), **{k: np.zeros((n, 11), np.uint8) for k in
+                                                               ("color", "material", "shape", "size")}}
+    mo.write_multi_object(spec, tmp_path / "c.tfrecords", d)
+    store = convert_dataset("clevr6", tmp_path / "c.tfrecords", tmp_path / "s", progress=False)
+    keep = np.flatnonzero(objects <= 6)
+    np.testing.assert_array_equal(store["source_index"], keep)
+    np.testing.assert_array_equal(store["image"], prepare_images(d["image"][keep], [29, 64, 192, 192], 128).numpy())
+    assert store["labels"].shape == (len(keep), 128, 128)
+
+
+def test_training_splits_from_a_store(tetro, tmp_path):
+    convert_dataset("tetrominoes", tetro["path"], tmp_path / "s", progress=False)
+    cfg = DataConfig(dataset="tetrominoes", path=str(tmp_path / "s"), val_size=50, crop=[1, 1, 32, 32], resolution=32)
+    train, val, test = (build_dataset(cfg, s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (200, 50, 50)
+    batch = val[torch.tensor([0, 3])]
+    store = Store(tmp_path / "s")
+    np.testing.assert_array_equal(batch["labels"].numpy(), store["labels"][[200, 203]])
+    assert batch["image"].dtype == torch.float32 and batch["image"].min() >= -1
+    assert batch["visibility"].shape == (2, 4)
+    with pytest.raises(DataError, match="converted at resolution 32"):
+        build_dataset(DataConfig(dataset="tetrominoes", path=str(tmp_path / "s"), resolution=64), "train")
+    with pytest.raises(DataError, match="is not a converted dataset; run `slotlab data convert tetrominoes"):
+        build_dataset(DataConfig(dataset="tetrominoes", path=str(tetro["path"])), "train")
+
+
+def test_dataset_without_twin_explains_how_to_get_it():
+    with pytest.raises(DataError, match="no procedural twin: get it \\(slotlab data download objects_room\\)"):
+        build_dataset(DataConfig(dataset="objects_room", resolution=64), "train")
+
+
+def test_download_from_a_mirror_and_offline_error(tetro, tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "multi-object-datasets" / "tetrominoes").mkdir(parents=True)
+    (mirror / "multi-object-datasets" / "tetrominoes" / "tetrominoes_train.tfrecords").write_bytes(
+        tetro["path"].read_bytes())
+    (path,) = download("tetrominoes", tmp_path / "dl", mirror=mirror.as_uri(), progress=False)
+    assert path.read_bytes() == tetro["path"].read_bytes()
+    with pytest.raises(DataError, match=r"cannot download file://.*; fetch it yourself and put it at .*objects_room"):
+        download("objects_room", tmp_path / "dl", mirror=mirror.as_uri(), progress=False)
+    with pytest.raises(DataError, match="no direct download; download clevrtex_full from https://www.robots"):
+        download("clevrtex", tmp_path / "dl")
+
+
+def test_movi_download_reads_tfds_shard_list(tmp_path):
+    base = tmp_path / "mirror" / "kubric-public" / "tfds" / "movi_e" / "128x128" / "1.0.0"
+    base.mkdir(parents=True)
+    info = {"splits": [{"name": "train", "shardLengths": ["3", "2"]}, {"name": "validation", "shardLengths": ["1"]}]}
+    (base / "dataset_info.json").write_text(json.dumps(info))
+    for f in ["movi_e-train.tfrecord-00000-of-00002", "movi_e-train.tfrecord-00001-of-00002",
+              "movi_e-validation.tfrecord-00000-of-00001"]:
+        (base / f).write_bytes(f.encode())
+    paths = download("movi_e", tmp_path / "dl", mirror=(tmp_path / "mirror").as_uri(), splits=("validation",),
+                     progress=False)
+    assert [p.name for p in paths] == ["movi_e-validation.tfrecord-00000-of-00001"]
+
+
+def test_cli_data_generate_convert_info_list(tmp_path, capsys):
+    assert main(["data", "generate", "tetrominoes", str(tmp_path / "g"), "-n", "40", "--seed", "3"]) == 0
+    tf = tmp_path / "g" / "tetrominoes_train.tfrecords"
+    assert tf.is_file()
+    np.testing.assert_array_equal(next(mo.read_multi_object("tetrominoes", tf))["image"],
+                                  generate_tetrominoes(40, 3)["image"][0])
+    capsys.readouterr()
+    assert main(["data", "convert", "tetrominoes", str(tf), str(tmp_path / "s"), "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == 40
+    assert main(["data", "info", str(tmp_path / "s")]) == 0
+    assert json.loads(capsys.readouterr().out)["fields"]["labels"] == "uint8 [32, 32]"
+    assert main(["data", "info", str(tf)]) == 0
+    assert json.loads(capsys.readouterr().out)["records"] == 40
+    assert main(["data", "list"]) == 0
+    assert "clevrtex" in capsys.readouterr().out
+    assert main(["data", "convert", "tetrominoes", str(tmp_path / "nope"), str(tmp_path / "t")]) == 2
+    assert "source not found" in capsys.readouterr().err
+    raw = bytearray(tf.read_bytes())
+    (tmp_path / "bad.tfrecords").write_bytes(bytes(raw[: len(raw) // 2]))
+    assert main(["data", "convert", "tetrominoes", str(tmp_path / "bad.tfrecords"), str(tmp_path / "u"),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("slotlab: error: ") and "bad.tfrecords" in err and len(err.splitlines()) == 1
+    assert main(["data", "generate", "objects_room", str(tmp_path / "o")]) == 2
