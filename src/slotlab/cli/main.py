@@ -28,8 +28,9 @@ def _add_train(sub) -> None:
 def _add_model_and_data(p) -> None:
     """The options of commands that run a trained model on data."""
     p.add_argument("--checkpoint", required=True, help="model folder (model.safetensors + config.json), run folder or .ckpt")
-    p.add_argument("--data", help="a .npz with image uint8 [N,H,W,3] and optional mask (one-hot [N,K,H,W] or labels "
-                   "[N,H,W]); default: the validation split of the model's training dataset")
+    p.add_argument("--data", help="a store from `slotlab data convert` (all of it), or a .npz with image uint8 "
+                   "[N,H,W,3] and optional mask (one-hot [N,K,H,W] or labels [N,H,W]); default: the validation split "
+                   "of the model's training dataset")
     p.add_argument("--seed", type=int, default=0, help="seed of the slot initialisation noise")
 
 
@@ -104,7 +105,8 @@ def cmd_train(args) -> int:
 def _eval_dataset(config, data: str | None, resolution: int):
     """The dataset to evaluate on: a .npz (cropped/resized as the model was trained) or the training val split."""
     from slotlab.data.formats.npz import load_npz
-    from slotlab.data.registry import build_dataset, to_scene_dataset
+    from slotlab.data.registry import build_dataset, store_dataset, to_scene_dataset
+    from slotlab.data.store import Store, is_store
     from slotlab.data.transforms import centre_crop
     from slotlab.errors import DataError
 
@@ -112,6 +114,12 @@ def _eval_dataset(config, data: str | None, resolution: int):
         if config is None:
             raise DataError("this model folder has no experiment.yaml; pass --data FILE.npz")
         return build_dataset(config.data, "val")
+    if is_store(data):
+        store = Store(data)
+        if store.attrs.get("resolution") != resolution:
+            raise DataError(f"{data} was converted at resolution {store.attrs.get('resolution')}; the model takes "
+                            f"{resolution}: convert again with --resolution {resolution}")
+        return store_dataset(store)
     images, labels = load_npz(data)
     h, w = images.shape[1:3]
     crop = None

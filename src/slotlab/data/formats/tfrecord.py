@@ -44,7 +44,7 @@ def masked_crc32c(data: bytes | memoryview) -> int:
 
 def _is_gzip(path: Path) -> bool:
     with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+        return f.read(3) == b"\x1f\x8b\x08"  # gzip magic + deflate (a plain file rarely starts so)
 
 
 def _open(path: Path, compression: str | None) -> BinaryIO:
