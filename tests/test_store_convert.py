@@ -185,3 +185,34 @@ def test_cli_data_generate_convert_info_list(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("slotlab: error: ") and "bad.tfrecords" in err and len(err.splitlines()) == 1
     assert main(["data", "generate", "objects_room", str(tmp_path / "o")]) == 2
+
+
+def test_convert_clevrtex_movi_and_image_folders(tmp_path):
+    from PIL import Image
+
+    from slotlab.data.formats.clevrtex import write_clevrtex
+    from slotlab.data.formats.movi import write_movi_shard
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (10, 240, 320, 3), dtype=np.uint8)
+    labels = rng.integers(0, 11, (10, 240, 320), dtype=np.uint8)
+    write_clevrtex(tmp_path / "ctex", "full", images, labels)
+    store = convert_dataset("clevrtex", tmp_path / "ctex", tmp_path / "s1", split="test", resolution=32, progress=False)
+    assert len(store) == 1  # test = the first 10 % of indices
+    np.testing.assert_array_equal(store["image"], prepare_images(images[:1], [24, 64, 192, 192], 32).numpy())
+    np.testing.assert_array_equal(store["labels"], prepare_labels(torch.as_tensor(labels[:1]), [24, 64, 192, 192], 32).numpy())
+
+    videos = [{"video": rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8),
+               "segmentations": rng.integers(0, 24, (3, 16, 16), dtype=np.uint8)} for _ in range(2)]
+    write_movi_shard(tmp_path / "movi" / "movi_e-validation.tfrecord-00000-of-00001", videos)
+    store = convert_dataset("movi_e", tmp_path / "movi", tmp_path / "s2", split="validation", resolution=16,
+                            progress=False)
+    np.testing.assert_array_equal(store["image"], np.concatenate([v["video"] for v in videos]).transpose(0, 3, 1, 2))
+    np.testing.assert_array_equal(store["labels"], np.concatenate([v["segmentations"] for v in videos]))
+    np.testing.assert_array_equal(store["frame"], [0, 1, 2, 0, 1, 2])
+
+    (tmp_path / "imgs").mkdir()
+    for i, size in enumerate([(20, 30), (40, 40), (20, 30)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
+    store = convert_dataset("images", tmp_path / "imgs", tmp_path / "s3", resolution=8, progress=False)
+    assert store["image"].shape == (3, 3, 8, 8) and "labels" not in store
