@@ -23,7 +23,10 @@ from slotlab.data.formats.clevr import (
     write_clevr_folder,
 )
 from slotlab.data.procedural import clevr_scenes
-from slotlab.data.procedural.clevr_scenes import generate_clevr_scenes, write_clevr_scenes
+from slotlab.data.procedural.clevr_scenes import (
+    generate_clevr_scenes,
+    write_clevr_scenes,
+)
 from slotlab.errors import DataError
 
 N = 64
