@@ -10,7 +10,12 @@ import torch.nn.functional as F
 
 from slotlab.models import SlotAutoencoder
 from slotlab.models.object_discovery import SlotAutoencoderConfig
-from slotlab.modules import CNNEncoder, SoftPositionEmbedding, SpatialBroadcastDecoder, build_grid
+from slotlab.modules import (
+    CNNEncoder,
+    SoftPositionEmbedding,
+    SpatialBroadcastDecoder,
+    build_grid,
+)
 
 R, B, K, D = 16, 2, 3, 16
 

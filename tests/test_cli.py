@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from slotlab.checkpoints import load_trained, save_trained
-from slotlab.cli.main import build_parser, parse_args, main
+from slotlab.cli.main import build_parser, main, parse_args
 from slotlab.config import DataConfig, ExperimentConfig
 from slotlab.data import generate_tetrominoes, save_npz
 from slotlab.data.registry import to_scene_dataset

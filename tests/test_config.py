@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from slotlab.config import ExperimentConfig, apply_overrides, config_from_dict, list_presets, load_config
+from slotlab.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    list_presets,
+    load_config,
+)
 from slotlab.errors import ConfigError
 from slotlab.models.object_discovery import SlotAutoencoderConfig
 from slotlab.training.schedules import warmup_exponential_decay

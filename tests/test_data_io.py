@@ -7,9 +7,22 @@ import pytest
 import torch
 
 from slotlab.config import DataConfig
-from slotlab.data import SceneDataset, SequentialBatchSampler, ShuffledBatchSampler, build_dataset, load_npz, save_npz
+from slotlab.data import (
+    SceneDataset,
+    SequentialBatchSampler,
+    ShuffledBatchSampler,
+    build_dataset,
+    load_npz,
+    save_npz,
+)
 from slotlab.data.registry import to_scene_dataset
-from slotlab.data.transforms import centre_crop, masks_to_labels, prepare_images, prepare_labels, to_model_range
+from slotlab.data.transforms import (
+    centre_crop,
+    masks_to_labels,
+    prepare_images,
+    prepare_labels,
+    to_model_range,
+)
 from slotlab.errors import DataError
 
 N, H, W, KM = 3, 6, 5, 4

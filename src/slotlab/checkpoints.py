@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 from pathlib import Path
 
 import torch
@@ -12,11 +13,14 @@ import yaml
 from slotlab.config import ExperimentConfig, config_from_dict
 from slotlab.errors import DataError
 from slotlab.models import SlotAutoencoder
+from slotlab.models.set_prediction import SlotSetPredictor
+
+MODELS = {"object_discovery": SlotAutoencoder, "set_prediction": SlotSetPredictor}
 
 EXPERIMENT_FILE = "experiment.yaml"  # the full experiment config, saved beside exported weights
 
 
-def save_trained(model: SlotAutoencoder, config: ExperimentConfig, model_dir: str | Path) -> Path:
+def save_trained(model: SlotAutoencoder | SlotSetPredictor, config: ExperimentConfig, model_dir: str | Path) -> Path:
     """Weights (safetensors) + config.json + experiment.yaml, loadable by :func:`load_trained`."""
     model_dir = Path(model_dir)
     model.to(memory_format=torch.contiguous_format).save_pretrained(model_dir)
@@ -24,7 +28,16 @@ def save_trained(model: SlotAutoencoder, config: ExperimentConfig, model_dir: st
     return model_dir
 
 
-def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[SlotAutoencoder, ExperimentConfig | None]:
+def _task_of_folder(path: Path) -> tuple[str, ExperimentConfig | None]:
+    exp = path / EXPERIMENT_FILE
+    if exp.is_file():
+        config = config_from_dict(yaml.safe_load(exp.read_text()))
+        return config.task, config
+    keys = set(json.loads((path / "config.json").read_text()))  # a bare save_pretrained folder
+    return ("set_prediction" if "num_outputs" in keys else "object_discovery"), None
+
+
+def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[SlotAutoencoder | SlotSetPredictor, ExperimentConfig | None]:
     """``path``: a folder written by ``save_pretrained``/``slotlab train`` (model.safetensors + config.json),
     a run folder holding ``model/``, or a Lightning ``.ckpt``. Returns the model in eval mode and, when
     known, the experiment config it was trained with."""
@@ -35,17 +48,17 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[SlotAutoe
         if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
             raise DataError(f"{path}: not a slotlab model folder (needs config.json and model.safetensors)")
         try:
+            task, config = _task_of_folder(path)
             with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints where it loads from
-                model = SlotAutoencoder.from_pretrained(path, map_location=map_location)
+                model = MODELS[task].from_pretrained(path, map_location=map_location)
         except (RuntimeError, TypeError, ValueError) as e:
             raise DataError(f"{path}: cannot load this model ({str(e).splitlines()[0]})") from None
-        exp = path / EXPERIMENT_FILE
-        config = config_from_dict(yaml.safe_load(exp.read_text())) if exp.is_file() else None
     elif path.is_file() and path.suffix == ".ckpt":
-        from slotlab.training.object_discovery import ObjectDiscoveryModule
+        from slotlab.training.run import TASKS
 
         try:
-            module = ObjectDiscoveryModule.load_from_checkpoint(path, map_location=map_location, weights_only=False)
+            task = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]["config"]["task"]
+            module = TASKS[task][0].load_from_checkpoint(path, map_location=map_location, weights_only=False)
         except (RuntimeError, KeyError, EOFError) as e:
             raise DataError(f"{path}: cannot load this checkpoint ({str(e).splitlines()[0]})") from None
         model, config = module.model, module.config

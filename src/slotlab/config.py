@@ -17,6 +17,10 @@ import yaml
 
 from slotlab.errors import ConfigError
 from slotlab.models.object_discovery import SlotAutoencoderConfig
+from slotlab.models.set_prediction import SlotSetPredictorConfig
+
+# The model section of a config is read as the task's model config.
+MODEL_CONFIGS: dict[str, type] = {"object_discovery": SlotAutoencoderConfig, "set_prediction": SlotSetPredictorConfig}
 
 
 @dataclass
@@ -63,8 +67,8 @@ class TrainerConfig:
 @dataclass
 class ExperimentConfig:
     name: str = "experiment"
-    task: str = "object_discovery"
-    model: SlotAutoencoderConfig = field(default_factory=SlotAutoencoderConfig)
+    task: str = "object_discovery"  # a key of MODEL_CONFIGS
+    model: Any = field(default_factory=SlotAutoencoderConfig)  # the task's model config
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -144,8 +148,19 @@ def _build(cls, values: dict, where: str):
     return cls(**kwargs)
 
 
+def _model_config_class(task: Any) -> type:
+    if task not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown task {task!r}; tasks: {', '.join(MODEL_CONFIGS)}")
+    return MODEL_CONFIGS[task]
+
+
 def config_from_dict(values: dict) -> ExperimentConfig:
-    return _build(ExperimentConfig, values, "")
+    if not isinstance(values, dict):
+        raise ConfigError(f"config must be a mapping, got {values!r}")
+    model_cls = _model_config_class(values.get("task", "object_discovery"))
+    config = _build(ExperimentConfig, {k: v for k, v in values.items() if k != "model"}, "")
+    config.model = _build(model_cls, values.get("model", {}), "model")
+    return config
 
 
 def apply_overrides(values: dict, overrides: list[str]) -> dict:
@@ -164,6 +179,8 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
             if part not in fields:
                 raise ConfigError(f"override {item!r}: no key {'.'.join(parts[: i + 1])!r}")
             typ = get_type_hints(cls)[part]
+            if cls is ExperimentConfig and part == "model":
+                typ = _model_config_class(values.get("task", "object_discovery"))
             if i == len(parts) - 1:
                 break
             if not dataclasses.is_dataclass(typ):

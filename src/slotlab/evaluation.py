@@ -1,4 +1,5 @@
-"""Evaluate a trained object-discovery model on a dataset: segmentation metrics as a dict."""
+"""Evaluate a trained model on a dataset: metrics as a dict (segmentation for object discovery, AP for set
+prediction)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
+from slotlab.errors import DataError
 from slotlab.metrics import ari_score, mean_ignoring_nan
+from slotlab.metrics.average_precision import average_precisions
 from slotlab.models import SlotAutoencoder
+from slotlab.models.set_prediction import SlotSetPredictor
 
 
 def predicted_labels(masks: torch.Tensor) -> torch.Tensor:
@@ -65,3 +69,38 @@ def evaluate_object_discovery(
         metrics["fg_ari_attention"] = mean_ignoring_nan(torch.cat(fg_attn))
         metrics["averaged_over"] = "images"
     return metrics
+
+
+@torch.no_grad()
+def evaluate_set_prediction(
+    model: SlotSetPredictor,
+    dataset: SceneDataset,
+    batch_size: int = 64,
+    seed: int = 0,
+    num_iterations: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """AP at every distance threshold (``ap_inf``, ``ap_1``, ... ``ap_0.125``), all images ranked together, and
+    the Hungarian Huber loss, of ``model`` on a dataset with set-prediction ``targets``."""
+    if "targets" not in dataset.extra:
+        raise DataError("the data has no set-prediction targets (CLEVR scenes) to score against")
+    model.eval()
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    preds, targets, losses = [], [], []
+    for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
+        batch = dataset[idx]
+        out = model(batch["image"].to(device), batch["targets"].to(device), num_iterations=num_iterations, generator=g)
+        preds.append(out.predictions.float().cpu())
+        targets.append(batch["targets"].float())
+        losses.append(out.loss.item() * len(idx))
+    metrics = {"num_images": len(dataset), **average_precisions(torch.cat(preds), torch.cat(targets))}
+    metrics["loss"] = sum(losses) / len(dataset)
+    return metrics
+
+
+def evaluate(model, dataset: SceneDataset, **kwargs) -> dict:
+    """The metrics of the model's task."""
+    if isinstance(model, SlotSetPredictor):
+        return evaluate_set_prediction(model, dataset, **kwargs)
+    return evaluate_object_discovery(model, dataset, **kwargs)

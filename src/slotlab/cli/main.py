@@ -36,8 +36,9 @@ def _add_model_and_data(p) -> None:
 
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a trained model: metrics as JSON",
-                       description="Segment images with a trained model and score them against ground-truth masks "
-                       "(FG-ARI and ARI, averaged over images).")
+                       description="Object discovery: segment images and score them against ground-truth masks "
+                       "(FG-ARI and ARI, averaged over images). Set prediction: AP at distance thresholds inf, 1, "
+                       "0.5, 0.25, 0.125 (all images ranked together) and the Hungarian loss.")
     _add_model_and_data(p)
     p.add_argument("--out", help="write the metrics JSON here (also printed)")
     p.add_argument("--batch-size", type=int, default=64)
@@ -58,8 +59,11 @@ def _add_demo(sub) -> None:
 
 def _add_visualize(sub) -> None:
     p = sub.add_parser("visualize", help="PNG grid: input, reconstruction, segmentation, per-slot masks",
-                       description="Draw a PNG grid, one row per image: input, reconstruction, predicted segmentation, "
-                       "ground truth (when the data has masks), each slot's alpha mask and contents.")
+                       description="Draw a PNG grid, one row per image. Object discovery: input, reconstruction, "
+                       "predicted segmentation, ground truth (when the data has masks), each slot's alpha mask and "
+                       "contents. Set prediction: the image with each confident slot marked where it attends, the "
+                       "predicted objects (confidence, attributes, position) beside the true ones, and every slot's "
+                       "attention map.")
     _add_model_and_data(p)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--num-images", type=int, default=8)
@@ -133,13 +137,18 @@ def _eval_dataset(config, data: str | None, resolution: int):
 def cmd_eval(args) -> int:
     from slotlab.checkpoints import load_trained
     from slotlab.errors import DataError
-    from slotlab.evaluation import evaluate_object_discovery
+    from slotlab.evaluation import evaluate
+    from slotlab.models.set_prediction import SlotSetPredictor
 
     model, config = load_trained(args.checkpoint)
     dataset = _eval_dataset(config, args.data, model.config.resolution)
-    if args.data and dataset.labels is None:
+    if isinstance(model, SlotSetPredictor):
+        if "targets" not in dataset.extra:
+            raise DataError(f"{args.data or 'the validation split'}: has no set-prediction targets to score against")
+    elif args.data and dataset.labels is None:
         raise DataError(f"{args.data}: has no 'mask' array, so there is nothing to score against")
-    metrics = evaluate_object_discovery(model, dataset, args.batch_size, args.seed, args.num_iterations, progress=True)
+    metrics = evaluate(model, dataset, batch_size=args.batch_size, seed=args.seed, num_iterations=args.num_iterations,
+                       progress=True)
     metrics.update(checkpoint=str(args.checkpoint), data=args.data or "validation split")
     _write_json(metrics, args.out)
     return 0
@@ -147,11 +156,13 @@ def cmd_eval(args) -> int:
 
 def cmd_visualize(args) -> int:
     from slotlab.checkpoints import load_trained
-    from slotlab.visualize import draw_model_grid
+    from slotlab.models.set_prediction import SlotSetPredictor
+    from slotlab.visualize import draw_model_grid, draw_set_prediction_grid
 
     model, config = load_trained(args.checkpoint)
     dataset = _eval_dataset(config, args.data, model.config.resolution)
-    path = draw_model_grid(model, dataset, args.out, args.num_images, args.seed)
+    draw = draw_set_prediction_grid if isinstance(model, SlotSetPredictor) else draw_model_grid
+    path = draw(model, dataset, args.out, args.num_images, args.seed)
     print(f"wrote {path}")
     return 0
 

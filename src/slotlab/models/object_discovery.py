@@ -8,7 +8,12 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from slotlab.modules import CNNEncoder, SlotAttention, SpatialBroadcastDecoder, keras_init_
+from slotlab.modules import (
+    CNNEncoder,
+    SlotAttention,
+    SpatialBroadcastDecoder,
+    keras_init_,
+)
 
 
 @dataclass

@@ -9,16 +9,33 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    TQDMProgressBar,
+)
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from slotlab.checkpoints import save_trained
 from slotlab.config import ExperimentConfig
-from slotlab.data.datasets import SceneDataset, SequentialBatchSampler, ShuffledBatchSampler
+from slotlab.data.datasets import (
+    SceneDataset,
+    SequentialBatchSampler,
+    ShuffledBatchSampler,
+)
 from slotlab.data.registry import build_dataset
 from slotlab.errors import ConfigError
+from slotlab.training.base import SlotModule
 from slotlab.training.object_discovery import ObjectDiscoveryModule
+from slotlab.training.set_prediction import SetPredictionModule
+
+# Per task: the Lightning module, and the validation metric (higher is better) that picks best.ckpt.
+TASKS: dict[str, tuple[type[SlotModule], str]] = {
+    "object_discovery": (ObjectDiscoveryModule, "val/fg_ari"),
+    "set_prediction": (SetPredictionModule, "val/ap_1"),
+}
 
 
 
@@ -63,7 +80,7 @@ class CurveLogger(Callback):
 
 @dataclass
 class TrainResult:
-    module: ObjectDiscoveryModule
+    module: SlotModule
     trainer: L.Trainer
     model_dir: Path
     seconds: float
@@ -74,19 +91,20 @@ def configure_threads(config: ExperimentConfig) -> None:
         torch.set_num_threads(config.trainer.num_threads)
 
 
-BEST_CHECKPOINT = "best.ckpt"  # highest validation FG-ARI, beside last.ckpt
+BEST_CHECKPOINT = "best.ckpt"  # best validation metric of the task (FG-ARI, AP at 1), beside last.ckpt
 
 
 def build_trainer(config: ExperimentConfig, out_dir: Path, progress: bool = True, callbacks: list[Callback] | None = None,
                   track_best: bool = False) -> L.Trainer:
-    """``track_best``: also keep ``checkpoints/best.ckpt``, the weights with the highest validation FG-ARI."""
+    """``track_best``: also keep ``checkpoints/best.ckpt``, the weights with the best validation metric of the
+    task (FG-ARI for object discovery, AP at distance 1 for set prediction)."""
     t = config.trainer
     ckpt = ModelCheckpoint(dirpath=out_dir / "checkpoints", every_n_train_steps=t.checkpoint_every_n_steps,
                            save_last=True, save_top_k=1)
     cbs: list[Callback] = [ckpt, LearningRateMonitor("step"), CurveLogger(out_dir / "curve.jsonl")]
     if track_best:
         cbs.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=Path(BEST_CHECKPOINT).stem,
-                                   monitor="val/fg_ari", mode="max", save_top_k=1, enable_version_counter=False))
+                                   monitor=TASKS[config.task][1], mode="max", save_top_k=1, enable_version_counter=False))
     if progress:
         cbs.append(TQDMProgressBar(refresh_rate=20))
     return L.Trainer(
@@ -102,10 +120,10 @@ def build_trainer(config: ExperimentConfig, out_dir: Path, progress: bool = True
 
 def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True,
           callbacks: list[Callback] | None = None) -> TrainResult:
-    """Train ``config`` into ``out_dir``: checkpoints/ (last.ckpt, and best.ckpt by validation FG-ARI when the data
-    has masks), logs/, curve.jsonl and model/ (the final weights). ``resume``: a .ckpt or "last"."""
-    if config.task != "object_discovery":
-        raise ConfigError(f"task {config.task!r} is not supported by this version (object_discovery only)")
+    """Train ``config`` into ``out_dir``: checkpoints/ (last.ckpt, and best.ckpt by the task's validation metric when
+    the data can be scored), logs/, curve.jsonl and model/ (the final weights). ``resume``: a .ckpt or "last"."""
+    if config.task not in TASKS:
+        raise ConfigError(f"unknown task {config.task!r}; tasks: {', '.join(TASKS)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     configure_threads(config)
@@ -115,8 +133,11 @@ def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = No
     if train_set.resolution != config.model.resolution:
         raise ConfigError(f"data.resolution {train_set.resolution} differs from model.resolution {config.model.resolution}")
     data = SceneDataModule(train_set, val_set, config.optim.batch_size, config.trainer.seed, config.data.num_workers)
-    module = ObjectDiscoveryModule(config)
-    trainer = build_trainer(config, out_dir, progress, callbacks, track_best=val_set.labels is not None)
+    if config.task == "set_prediction" and "targets" not in train_set.extra:
+        raise ConfigError(f"task set_prediction needs a dataset with targets (e.g. clevr), not {config.data.dataset!r}")
+    module = TASKS[config.task][0](config)
+    scored = val_set.labels is not None if config.task == "object_discovery" else "targets" in val_set.extra
+    trainer = build_trainer(config, out_dir, progress, callbacks, track_best=scored)
     if resume == "last":
         last = out_dir / "checkpoints" / "last.ckpt"
         resume = str(last) if last.is_file() else None
