@@ -13,14 +13,18 @@ import yaml
 from slotlab.config import ExperimentConfig, config_from_dict
 from slotlab.errors import DataError
 from slotlab.models import SlotAutoencoder
+from slotlab.models.image_autoencoder import ImageAutoencoder
+from slotlab.models.lsd import LatentSlotDiffusion
 from slotlab.models.set_prediction import SlotSetPredictor
 
-MODELS = {"object_discovery": SlotAutoencoder, "set_prediction": SlotSetPredictor}
+MODELS = {"object_discovery": SlotAutoencoder, "set_prediction": SlotSetPredictor, "autoencoder": ImageAutoencoder,
+          "lsd": LatentSlotDiffusion}
+IMAGE_AUTOENCODER_FILE = "image_autoencoder.json"
 
 EXPERIMENT_FILE = "experiment.yaml"  # the full experiment config, saved beside exported weights
 
 
-def save_trained(model: SlotAutoencoder | SlotSetPredictor, config: ExperimentConfig, model_dir: str | Path) -> Path:
+def save_trained(model, config: ExperimentConfig, model_dir: str | Path) -> Path:
     """Weights (safetensors) + config.json + experiment.yaml, loadable by :func:`load_trained`."""
     model_dir = Path(model_dir)
     model.to(memory_format=torch.contiguous_format).save_pretrained(model_dir)
@@ -33,24 +37,33 @@ def _task_of_folder(path: Path) -> tuple[str, ExperimentConfig | None]:
     if exp.is_file():
         config = config_from_dict(yaml.safe_load(exp.read_text()))
         return config.task, config
+    if (path / IMAGE_AUTOENCODER_FILE).is_file():
+        return "autoencoder", None
     keys = set(json.loads((path / "config.json").read_text()))  # a bare save_pretrained folder
-    return ("set_prediction" if "num_outputs" in keys else "object_discovery"), None
+    task = "set_prediction" if "num_outputs" in keys else "lsd" if "cross_attention_dim" in keys else "object_discovery"
+    return task, None
 
 
-def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[SlotAutoencoder | SlotSetPredictor, ExperimentConfig | None]:
+def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, ExperimentConfig | None]:
     """``path``: a folder written by ``save_pretrained``/``slotlab train`` (model.safetensors + config.json),
     a run folder holding ``model/``, or a Lightning ``.ckpt``. Returns the model in eval mode and, when
     known, the experiment config it was trained with."""
     path = Path(path)
-    if path.is_dir() and not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+    def is_model(p: Path) -> bool:
+        return ((p / "config.json").is_file() and (p / "model.safetensors").is_file()) or (p / IMAGE_AUTOENCODER_FILE).is_file()
+
+    if path.is_dir() and not is_model(path) and is_model(path / "model"):
         path = path / "model"
     if path.is_dir():
-        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        if not is_model(path):
             raise DataError(f"{path}: not a slotlab model folder (needs config.json and model.safetensors)")
         try:
             task, config = _task_of_folder(path)
             with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints where it loads from
-                model = MODELS[task].from_pretrained(path, map_location=map_location)
+                if task == "autoencoder":
+                    model = ImageAutoencoder.from_pretrained(path).to(map_location)
+                else:
+                    model = MODELS[task].from_pretrained(path, map_location=map_location)
         except (RuntimeError, TypeError, ValueError) as e:
             raise DataError(f"{path}: cannot load this model ({str(e).splitlines()[0]})") from None
     elif path.is_file() and path.suffix == ".ckpt":

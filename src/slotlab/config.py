@@ -16,11 +16,18 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from slotlab.errors import ConfigError
+from slotlab.models.image_autoencoder import ImageAutoencoderConfig
+from slotlab.models.lsd import LatentSlotDiffusionConfig
 from slotlab.models.object_discovery import SlotAutoencoderConfig
 from slotlab.models.set_prediction import SlotSetPredictorConfig
 
 # The model section of a config is read as the task's model config.
-MODEL_CONFIGS: dict[str, type] = {"object_discovery": SlotAutoencoderConfig, "set_prediction": SlotSetPredictorConfig}
+MODEL_CONFIGS: dict[str, type] = {
+    "object_discovery": SlotAutoencoderConfig,
+    "set_prediction": SlotSetPredictorConfig,
+    "autoencoder": ImageAutoencoderConfig,  # the image autoencoder stage of LSD
+    "lsd": LatentSlotDiffusionConfig,
+}
 
 
 @dataclass
@@ -45,6 +52,8 @@ class OptimConfig:
     decay_rate: float = 0.5  # lr * decay_rate ** (step / decay_steps), counted from step 0 (official code)
     decay_steps: int = 100_000
     grad_clip: float | None = None  # max gradient norm; None = no clipping (paper)
+    optimizer: str = "adam"  # "adam" or "adamw"
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay (LSD: 0.01)
 
 
 @dataclass

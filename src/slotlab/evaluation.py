@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
 from slotlab.errors import DataError
-from slotlab.metrics import ari_score, mean_ignoring_nan
+from slotlab.metrics import SegmentationScores, ari_score, mean_ignoring_nan
 from slotlab.metrics.average_precision import average_precisions
 from slotlab.models import SlotAutoencoder
 from slotlab.models.set_prediction import SlotSetPredictor
@@ -99,8 +99,52 @@ def evaluate_set_prediction(
     return metrics
 
 
+@torch.no_grad()
+def evaluate_lsd(model, dataset: SceneDataset, batch_size: int = 64, seed: int = 0, num_iterations: int | None = None,
+                 progress: bool = False) -> dict:
+    """Segmentation of a Latent Slot Diffusion model from its last-iteration attention (upsampled, argmax):
+    ``fg_ari`` (mean over images), ``mbo_objects``/``miou_objects`` (mean over all objects, the LSD paper's
+    convention) and ``mbo_images``/``miou_images`` (mean over images of per-image means)."""
+    if dataset.labels is None:
+        raise DataError("the data has no masks to score the segmentation against")
+    model.eval()
+    device = next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    fg, seg = [], SegmentationScores()
+    for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
+        batch = dataset[idx]
+        enc = model.encode(batch["image"].to(device), num_iterations=num_iterations, generator=g)
+        pred = attention_labels(enc.attn[:, -1], batch["labels"].shape[-1]).cpu()
+        fg.append(ari_score(batch["labels"], pred, foreground_only=True))
+        seg.update(batch["labels"], pred)
+    return {"num_images": len(dataset), "fg_ari": mean_ignoring_nan(torch.cat(fg)), **seg.compute(),
+            "fg_ari_averaged_over": "images"}
+
+
+@torch.no_grad()
+def evaluate_autoencoder(model, dataset: SceneDataset, batch_size: int = 64, progress: bool = False, **_) -> dict:
+    """Reconstruction MSE and PSNR (images in [-1, 1], posterior mode) of an image autoencoder."""
+    model.eval()
+    device = next(model.parameters()).device
+    mse = []
+    for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
+        images = dataset[idx]["image"].to(device)
+        rec = model.decode(model.encode(images, sample=False))
+        mse.append(((rec.float() - images) ** 2).mean(dim=(1, 2, 3)).cpu())
+    mse = torch.cat(mse)
+    return {"num_images": len(dataset), "mse": float(mse.mean()),
+            "psnr": float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).mean())}
+
+
 def evaluate(model, dataset: SceneDataset, **kwargs) -> dict:
     """The metrics of the model's task."""
+    from slotlab.models.image_autoencoder import ImageAutoencoder
+    from slotlab.models.lsd import LatentSlotDiffusion
+
     if isinstance(model, SlotSetPredictor):
         return evaluate_set_prediction(model, dataset, **kwargs)
+    if isinstance(model, LatentSlotDiffusion):
+        return evaluate_lsd(model, dataset, **kwargs)
+    if isinstance(model, ImageAutoencoder):
+        return evaluate_autoencoder(model, dataset, **kwargs)
     return evaluate_object_discovery(model, dataset, **kwargs)

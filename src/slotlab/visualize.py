@@ -53,7 +53,13 @@ def slot_grid(
         columns.append(("truth", colourise(true_labels.cpu())))
     columns += [(f"mask {i}", alpha_rgb[:, i]) for i in range(k)]
     columns += [(f"slot {i}", contents[:, i]) for i in range(k)]
-    h, w = images.shape[-2] * scale, images.shape[-1] * scale
+    return column_sheet(columns, scale)
+
+
+def column_sheet(columns: list[tuple[str, Tensor]], scale: int = 3) -> Image.Image:
+    """Titled columns of uint8 images [B, 3, H, W] side by side, one row per image, upscaled by ``scale``."""
+    b, _, h, w = columns[0][1].shape
+    h, w = h * scale, w * scale
     pad, header = 2, 14
     sheet = Image.new("RGB", (len(columns) * (w + pad) + pad, header + b * (h + pad) + pad), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
@@ -64,6 +70,37 @@ def slot_grid(
             tile = Image.fromarray(col[r].permute(1, 2, 0).numpy()).resize((w, h), Image.NEAREST)
             sheet.paste(tile, (x, header + pad + r * (h + pad)))
     return sheet
+
+
+@torch.no_grad()
+def draw_lsd_grid(model, autoencoder, dataset, path: str | Path, num_images: int = 8, seed: int = 0, steps: int = 25,
+                  sampler: str = "dpm", guidance: float = 1.0) -> Path:
+    """Latent Slot Diffusion, one row per image: input | the autoencoder's reconstruction (the ceiling) |
+    decoded from the slots by reverse diffusion | segmentation from the attention | [ground truth] |
+    each slot's attention map."""
+    from slotlab.evaluation import attention_labels
+
+    model.eval()
+    device = next(model.parameters()).device
+    batch = dataset[torch.arange(min(num_images, len(dataset)))]
+    images = batch["image"].to(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    enc = model.encode(images, generator=g)
+    latents = model.generate(enc.slots, steps=steps, sampler=sampler, guidance=guidance, generator=g)
+    decoded = autoencoder.decode(latents.float(), clamp=True)
+    ceiling = autoencoder.decode(autoencoder.encode(images, sample=False), clamp=True)
+    size = images.shape[-1]
+    attn = enc.attn[:, -1].transpose(1, 2)  # [B, K, N]
+    side = model.feature_size
+    maps = F.interpolate(attn.reshape(*attn.shape[:2], side, side).float(), size=(size, size), mode="bilinear")
+    columns = [("input", to_uint8(images.cpu())), ("autoencoder", to_uint8(ceiling.cpu())),
+               (f"from slots ({steps} steps)", to_uint8(decoded.cpu())),
+               ("segment", colourise(attention_labels(enc.attn[:, -1], size).cpu()))]
+    if "labels" in batch:
+        columns.append(("truth", colourise(batch["labels"])))
+    grey = (maps.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
+    columns += [(f"attn {k}", grey[:, k : k + 1].expand(-1, 3, -1, -1)) for k in range(grey.shape[1])]
+    return save_png(column_sheet(columns), path)
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:

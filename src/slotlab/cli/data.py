@@ -56,6 +56,10 @@ def add_data(sub) -> None:
     q.add_argument("out", help="output folder")
     q.add_argument("-n", "--num", type=int, default=1000, help="number of scenes (default 1000)")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--store", action="store_true", help="write a store at model resolution instead (train with "
+                   "data.path=OUT), generated in chunks so memory stays bounded; resumable")
+    q.add_argument("--resolution", type=int, help="--store: model resolution (default: the papers')")
+    q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_generate)
 
 
@@ -130,5 +134,12 @@ def cmd_generate(args) -> int:
         raise DataError(f"dataset {args.name!r} has no procedural twin")
     if args.num < 1:
         raise DataError("--num must be at least 1")
+    if args.store:
+        from slotlab.data.convert import write_procedural_store
+
+        store = write_procedural_store(args.name, args.out, args.num, args.seed, args.resolution,
+                                       progress=not args.no_progress)
+        print(json.dumps(store.describe(), indent=2))
+        return 0
     print(info.write_twin(Path(args.out), args.num, args.seed))
     return 0

@@ -117,3 +117,32 @@ def convert_dataset(name: str, src: str | Path, dst: str | Path, split: str = "t
     total = info.num_records if split == "train" else None
     return convert_examples(info.read(src, split, writer.consumed), dst, attrs, info.crop, resolution,
                             start=writer.consumed, total=total, limit=limit, chunk=chunk, progress=progress)
+
+
+def write_procedural_store(name: str, dst: str | Path, n: int, seed: int = 0, resolution: int | None = None,
+                           chunk: int = 500, progress: bool = True) -> Store:
+    """Generate ``n`` scenes of a dataset's procedural twin straight into a store (crop and resolution as the
+    papers'), ``chunk`` scenes at a time from seeds ``seed + i`` so memory stays bounded; resumable like
+    :func:`convert_dataset`. Train on it with ``data.path=DST``."""
+    from slotlab.data.registry import dataset_info
+    from slotlab.errors import DataError
+
+    info = dataset_info(name)
+    if info.generate is None:
+        raise DataError(f"dataset {name!r} has no procedural twin")
+    resolution = resolution or info.resolution
+    attrs = {"dataset": name, "split": "procedural", "source": f"procedural seed {seed} chunk {chunk}",
+             "resolution": resolution, "crop": info.crop, "num": n}
+    writer = StoreWriter(dst, attrs)
+    if writer.complete:
+        return Store(dst)
+
+    def examples():
+        for i in range(writer.consumed // chunk, -(-n // chunk)):
+            d = info.generate(min(chunk, n - i * chunk), seed + i)
+            keys = [k for k, v in d.items() if isinstance(v, np.ndarray) and len(v) == len(d["image"])]
+            for j in range(len(d["image"])):
+                yield {k: d[k][j] for k in keys}
+
+    return convert_examples(examples(), dst, attrs, info.crop, resolution, start=writer.consumed, total=n,
+                            chunk=chunk, progress=progress)

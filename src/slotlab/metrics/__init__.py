@@ -8,5 +8,24 @@ from slotlab.metrics.ari import (
     mean_ignoring_nan,
     to_labels,
 )
+from slotlab.metrics.segmentation import (
+    SegmentationScores,
+    best_overlap,
+    iou_table,
+    matched_iou,
+    segmentation_metrics,
+)
 
-__all__ = ["adjusted_rand_index", "ari", "ari_score", "fg_ari", "mean_ignoring_nan", "to_labels"]
+__all__ = [
+    "adjusted_rand_index",
+    "ari",
+    "ari_score",
+    "fg_ari",
+    "mean_ignoring_nan",
+    "to_labels",
+    "SegmentationScores",
+    "best_overlap",
+    "iou_table",
+    "matched_iou",
+    "segmentation_metrics",
+]

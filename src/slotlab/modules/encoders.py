@@ -21,11 +21,33 @@ def conv_stack(in_channels: int, channels: Sequence[int], kernel_size: int, stri
     return nn.Sequential(*layers)
 
 
-class CNNEncoder(nn.Module):
+class FeatureEncoder(nn.Module):
+    """A backbone's feature map [B, C, h, w] -> a set of features [B, N, D] (N = h * w).
+
+    Soft position embedding, flatten, LayerNorm and MLP (Linear(C, D) ReLU Linear(D, D)), as in Slot Attention
+    and LSD; the backbone is any module mapping images to a [B, C, h, w] map of side ``feature_size``.
+    """
+
+    def __init__(self, backbone: nn.Module, channels: int, feature_size: int, out_dim: int = 64, ln_eps: float = 1e-3,
+                 pos_frequencies: int = 0, pixel_centres: bool = False):
+        super().__init__()
+        self.backbone = backbone
+        self.feature_size = feature_size
+        self.pos = SoftPositionEmbedding(channels, (feature_size, feature_size), pos_frequencies, pixel_centres)
+        self.norm = nn.LayerNorm(channels, eps=ln_eps)
+        self.mlp = SlotMLP(channels, out_dim, out_dim)
+
+    def forward(self, images: Tensor) -> Tensor:
+        h = self.pos(self.backbone(images))  # [B, C, h, w]
+        h = h.flatten(2).transpose(1, 2)  # [B, N, C]
+        return self.mlp(self.norm(h))
+
+
+class CNNEncoder(FeatureEncoder):
     """Images [B, 3, H, W] -> features [B, N, D] (N = h * w after the strides).
 
-    CNN, then soft position embedding, flatten, LayerNorm and MLP (Linear(C, D) ReLU Linear(D, D)),
-    as in the Slot Attention paper.
+    A stack of k x k convs + ReLU, then :class:`FeatureEncoder`'s position embedding, LayerNorm and MLP, as in
+    the Slot Attention paper.
     """
 
     def __init__(
@@ -38,21 +60,13 @@ class CNNEncoder(nn.Module):
         in_channels: int = 3,
         ln_eps: float = 1e-3,
         pos_frequencies: int = 0,
+        pixel_centres: bool = False,
     ):
-        super().__init__()
         strides = list(strides) if strides is not None else [1] * len(channels)
-        self.cnn = conv_stack(in_channels, channels, kernel_size, strides)
         downsample = 1
         for s in strides:
             downsample *= s
         if resolution % downsample:
             raise ValueError(f"resolution {resolution} is not divisible by the encoder's total stride {downsample}")
-        self.feature_size = resolution // downsample
-        self.pos = SoftPositionEmbedding(channels[-1], (self.feature_size, self.feature_size), pos_frequencies)
-        self.norm = nn.LayerNorm(channels[-1], eps=ln_eps)
-        self.mlp = SlotMLP(channels[-1], out_dim, out_dim)
-
-    def forward(self, images: Tensor) -> Tensor:
-        h = self.pos(self.cnn(images))  # [B, C, h, w]
-        h = h.flatten(2).transpose(1, 2)  # [B, N, C]
-        return self.mlp(self.norm(h))
+        super().__init__(conv_stack(in_channels, channels, kernel_size, strides), channels[-1], resolution // downsample,
+                         out_dim, ln_eps, pos_frequencies, pixel_centres)

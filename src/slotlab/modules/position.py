@@ -6,10 +6,15 @@ import torch
 from torch import Tensor, nn
 
 
-def build_grid(height: int, width: int, device=None, dtype=None) -> Tensor:
-    """[4, H, W] grid ``[y, x, 1 - y, 1 - x]`` with y, x from ``linspace(0, 1, res)`` (the official grid)."""
-    y = torch.linspace(0.0, 1.0, height, device=device, dtype=dtype)
-    x = torch.linspace(0.0, 1.0, width, device=device, dtype=dtype)
+def build_grid(height: int, width: int, device=None, dtype=None, pixel_centres: bool = False) -> Tensor:
+    """[4, H, W] grid ``[y, x, 1 - y, 1 - x]`` with y, x from ``linspace(0, 1, res)`` (Slot Attention's official
+    grid) or, with ``pixel_centres``, at the pixel centres ``(i + 0.5) / res`` (LSD's)."""
+    if pixel_centres:
+        y = (torch.arange(height, device=device, dtype=dtype) + 0.5) / height
+        x = (torch.arange(width, device=device, dtype=dtype) + 0.5) / width
+    else:
+        y = torch.linspace(0.0, 1.0, height, device=device, dtype=dtype)
+        x = torch.linspace(0.0, 1.0, width, device=device, dtype=dtype)
     yy, xx = torch.meshgrid(y, x, indexing="ij")
     return torch.stack([yy, xx, 1.0 - yy, 1.0 - xx])
 
@@ -30,13 +35,15 @@ def fourier_features(grid: Tensor, num_frequencies: int) -> Tensor:
 class SoftPositionEmbedding(nn.Module):
     """Adds ``Linear(grid)`` to channels-first features: [B, C, H, W] -> [B, C, H, W].
 
-    ``num_frequencies`` > 0 adds Fourier bands of the grid (see :func:`fourier_features`).
+    ``num_frequencies`` > 0 adds Fourier bands of the grid (see :func:`fourier_features`); ``pixel_centres``
+    places the grid at pixel centres (LSD) instead of ``linspace(0, 1)`` (Slot Attention).
     """
 
-    def __init__(self, channels: int, resolution: tuple[int, int], num_frequencies: int = 0):
+    def __init__(self, channels: int, resolution: tuple[int, int], num_frequencies: int = 0, pixel_centres: bool = False):
         super().__init__()
         self.proj = nn.Linear(4 + 4 * num_frequencies, channels)
-        self.register_buffer("grid", fourier_features(build_grid(*resolution), num_frequencies), persistent=False)
+        grid = build_grid(*resolution, pixel_centres=pixel_centres)
+        self.register_buffer("grid", fourier_features(grid, num_frequencies), persistent=False)
 
     def embedding(self) -> Tensor:
         """[1, C, H, W] the embedding that is added."""

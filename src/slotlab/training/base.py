@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from slotlab.config import ExperimentConfig, config_from_dict
-from slotlab.errors import TrainingError
+from slotlab.errors import ConfigError, TrainingError
 from slotlab.training.schedules import warmup_exponential_decay
 
 
@@ -43,7 +43,13 @@ class SlotModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.config.optim
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=o.lr)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if o.optimizer == "adam":
+            optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        elif o.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
+        else:
+            raise ConfigError(f"optim.optimizer must be 'adam' or 'adamw', got {o.optimizer!r}")
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_exponential_decay(step, o.warmup_steps, o.decay_rate, o.decay_steps)
         )

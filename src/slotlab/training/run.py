@@ -27,7 +27,9 @@ from slotlab.data.datasets import (
 )
 from slotlab.data.registry import build_dataset
 from slotlab.errors import ConfigError
+from slotlab.training.autoencoder import AutoencoderModule
 from slotlab.training.base import SlotModule
+from slotlab.training.lsd import LSDModule
 from slotlab.training.object_discovery import ObjectDiscoveryModule
 from slotlab.training.set_prediction import SetPredictionModule
 
@@ -35,6 +37,8 @@ from slotlab.training.set_prediction import SetPredictionModule
 TASKS: dict[str, tuple[type[SlotModule], str]] = {
     "object_discovery": (ObjectDiscoveryModule, "val/fg_ari"),
     "set_prediction": (SetPredictionModule, "val/ap_1"),
+    "autoencoder": (AutoencoderModule, "val/psnr"),
+    "lsd": (LSDModule, "val/fg_ari"),
 }
 
 
@@ -136,7 +140,7 @@ def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = No
     if config.task == "set_prediction" and "targets" not in train_set.extra:
         raise ConfigError(f"task set_prediction needs a dataset with targets (e.g. clevr), not {config.data.dataset!r}")
     module = TASKS[config.task][0](config)
-    scored = val_set.labels is not None if config.task == "object_discovery" else "targets" in val_set.extra
+    scored = {"set_prediction": "targets" in val_set.extra, "autoencoder": True}.get(config.task, val_set.labels is not None)
     trainer = build_trainer(config, out_dir, progress, callbacks, track_best=scored)
     if resume == "last":
         last = out_dir / "checkpoints" / "last.ckpt"

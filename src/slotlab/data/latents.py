@@ -1,0 +1,95 @@
+"""Cache the latents of a frozen image autoencoder: encode every image once, store them beside the images.
+
+The result is an ordinary store (:mod:`slotlab.data.store`) with the fields
+
+- ``latents`` float32 or float16 [C, R/f, R/f]: scaled latents (``ImageAutoencoder.encode``),
+- ``image`` uint8 [3, R, R], and ``labels`` uint8 [R, R] when the dataset has them,
+- any extra per-scene fields of the dataset (e.g. set-prediction ``targets``), copied unchanged,
+
+so ``slotlab.data.registry.store_dataset`` serves batches ``{"image", "labels", "latents", ...}``.
+
+Deterministic: by default the latents are the posterior mode (mean). With ``sample=True`` they are posterior
+samples drawn with a generator seeded by ``seed + index of the batch's first item`` (so the same arguments give the
+same latents, also when an interrupted run is resumed; the batch size is then part of the store's identity).
+Caching resumes where it stopped when run again with the same arguments (:class:`StoreWriter`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from slotlab.data.datasets import SceneDataset
+from slotlab.data.store import Store, StoreWriter
+from slotlab.errors import DataError
+from slotlab.models.image_autoencoder import ImageAutoencoder
+
+RESERVED = ("latents", "image", "labels")
+
+
+def _numpy(a, index: slice) -> np.ndarray:
+    x = a[index]
+    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def latent_store_attrs(autoencoder: ImageAutoencoder, dataset: SceneDataset, sample: bool = False, seed: int = 0,
+                       batch_size: int = 64, dtype: str = "float32", extra: dict | None = None) -> dict:
+    """What identifies a latent cache: the autoencoder (config, scaling factor, weights hash), data size, sampling."""
+    attrs = {
+        "kind": "latents",
+        "autoencoder": autoencoder.config.to_dict() | {"fingerprint": autoencoder.fingerprint()},
+        "scaling_factor": autoencoder.scaling_factor,
+        "downsample": autoencoder.downsample,
+        "resolution": dataset.resolution,
+        "items": len(dataset),
+        "latent_dtype": dtype,
+        "latents_from": {"sample": True, "seed": seed, "batch_size": batch_size} if sample else "mode",
+    }
+    return attrs | (extra or {})
+
+
+@torch.no_grad()
+def cache_latents(autoencoder: ImageAutoencoder, dataset: SceneDataset, dst: str | Path, batch_size: int = 64,
+                  progress: bool = True, sample: bool = False, seed: int = 0, dtype: str = "float32",
+                  attrs: dict | None = None) -> Store:
+    """Encode every image of ``dataset`` with ``autoencoder`` (on its device) and write the store ``dst``.
+
+    ``attrs``: more entries for the store's identity (e.g. the source store's path). Returns the finished store.
+    """
+    if dtype not in ("float32", "float16"):
+        raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    f = autoencoder.downsample
+    if dataset.resolution % f:
+        raise DataError(f"images of side {dataset.resolution} are not divisible by the autoencoder's factor {f}")
+    clash = [k for k in dataset.extra if k in RESERVED]
+    if clash:
+        raise DataError(f"the dataset's extra field(s) {clash} clash with the latent store's fields {list(RESERVED)}")
+    writer = StoreWriter(dst, latent_store_attrs(autoencoder, dataset, sample, seed, batch_size, dtype, attrs))
+    if writer.complete:
+        return Store(dst)
+    device = next(autoencoder.parameters()).device
+    was_training = autoencoder.training
+    autoencoder.eval()
+    n = len(dataset)
+    bar = tqdm(total=n, initial=writer.count, unit="img", desc="cache latents", disable=not progress,
+               dynamic_ncols=True)
+    with bar:
+        for start in range(writer.count, n, batch_size):
+            index = slice(start, min(start + batch_size, n))
+            images = dataset[torch.arange(index.start, index.stop)]["image"].to(device)
+            if sample:
+                g = torch.Generator(device=device).manual_seed(seed + start)
+                latents = autoencoder.encode(images, sample=True, generator=g)
+            else:
+                latents = autoencoder.encode(images, sample=False)
+            items = {"latents": latents.float().cpu().numpy().astype(dtype), "image": _numpy(dataset.images, index)}
+            if dataset.labels is not None:
+                items["labels"] = _numpy(dataset.labels, index)
+            items.update({k: _numpy(v, index) for k, v in dataset.extra.items()})
+            writer.append(items, index.stop)
+            bar.update(index.stop - index.start)
+    autoencoder.train(was_training)
+    return writer.finish()

@@ -1,0 +1,221 @@
+"""Segmentation metrics for object discovery: mean best overlap (mBO) and matched mIoU.
+
+Conventions (BRIEF section 5):
+
+* Inputs are integer label maps ``true`` ``[B, H, W]`` (0 = background, objects
+  ``1..M``; ids need not be contiguous, e.g. MOVi instance ids) and ``pred``
+  ``[B, H, W]`` (argmax slot index ``0..K-1``). Masks ``[B, K, H, W]`` are
+  accepted too and converted by argmax (:func:`slotlab.metrics.ari.to_labels`).
+* Objects are the non-zero true labels present in an image; background is never
+  scored. Every predicted segment counts, including the slot that covers the
+  background (its background pixels enlarge the union).
+* mBO: per object, the best IoU over all predicted masks.
+* mIoU: Hungarian matching (maximising total IoU) between objects and predicted
+  masks; objects left unmatched (more objects than masks) score 0.
+* Two averages are reported: ``*_objects`` averages over all objects of the
+  dataset (the LSD paper's convention), ``*_images`` averages per image first
+  and then over images with at least one object (most frameworks'). Images
+  without objects are skipped in both.
+
+All IoUs of a batch come from one ``bincount`` over (image, true label, pred
+label) triples; only the Hungarian matching loops over images (scipy, on CPU).
+
+Public API:
+
+* :func:`iou_table` -- float64 ``[B, T, P]`` IoUs and a ``[B, T]`` object mask.
+* :func:`best_overlap`, :func:`matched_iou` -- ``(per_object [N], per_image [B])``.
+* :func:`segmentation_metrics` -- dict of the four averages and ``num_objects``.
+* :class:`SegmentationScores` -- exact accumulation over many batches.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from slotlab.metrics.ari import _check_labels, _num_classes, to_labels
+
+__all__ = [
+    "iou_table",
+    "best_overlap",
+    "matched_iou",
+    "segmentation_metrics",
+    "SegmentationScores",
+]
+
+
+def iou_table(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+    """IoU between every true label and every predicted label, per image.
+
+    Args:
+        true: integer ``[B, H, W]`` (or ``[B, N]``) ground-truth labels, 0 = background;
+            or masks ``[B, K, H, W]``.
+        pred: integer label map of the same shape (slot index), or masks
+            ``[B, K, H, W]``.
+
+    Returns:
+        ``iou``: float64 ``[B, T, P]``, ``T = max(true) + 1``, ``P = max(pred) + 1``:
+        ``iou[b, t, p] = |true==t & pred==p| / |true==t | pred==p|`` (0 if the union
+        is empty). ``objects``: bool ``[B, T]``, True where label ``t > 0`` occurs in
+        image ``b``.
+    """
+    true, pred = to_labels(true), to_labels(pred)
+    _check_labels(true, "true")
+    _check_labels(pred, "pred")
+    if true.shape != pred.shape:
+        raise ValueError(
+            f"shape mismatch: true {tuple(true.shape)} vs pred {tuple(pred.shape)}"
+        )
+    if true.dim() < 2:
+        raise ValueError(
+            f"expected label maps [B, H, W] or [B, N], got shape {tuple(true.shape)}"
+        )
+    if true.device != pred.device:
+        raise ValueError("true and pred must be on the same device")
+
+    batch, device = true.shape[0], true.device
+    t = true.flatten(1).long()  # [B, N]
+    p = pred.flatten(1).long()  # [B, N]
+    n_true = _num_classes(t, None, "true", "num_true")
+    n_pred = _num_classes(p, None, "pred", "num_pred")
+
+    cells = n_true * n_pred
+    # one bincount over (image, true label, pred label) triples -> intersections
+    offsets = torch.arange(batch, device=device).unsqueeze(1) * cells  # [B, 1]
+    index = (offsets + t * n_pred + p).reshape(-1)  # [B * N]
+    counts = torch.bincount(index, minlength=batch * cells)
+    inter = counts.view(batch, n_true, n_pred)  # int64 [B, T, P]
+    area_t = inter.sum(dim=2)  # [B, T]
+    area_p = inter.sum(dim=1)  # [B, P]
+    union = area_t.unsqueeze(2) + area_p.unsqueeze(1) - inter  # [B, T, P]
+    iou = inter.double() / union.clamp(min=1).double()
+    objects = area_t > 0
+    objects[:, 0] = False  # background is not an object
+    return iou, objects
+
+
+def _summarise(scores: Tensor, objects: Tensor) -> tuple[Tensor, Tensor]:
+    """Scores ``[B, T]`` -> per-object ``[N]`` (image-major, label ascending) and
+    per-image means ``[B]`` (NaN for images without objects)."""
+    per_object = scores[objects]
+    kept = torch.where(objects, scores, torch.zeros_like(scores))
+    per_image = kept.sum(dim=1) / objects.sum(dim=1).double()  # 0 / 0 -> NaN
+    return per_object, per_image
+
+
+def best_overlap(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+    """Best overlap (mBO): per object, the highest IoU over all predicted masks.
+
+    Args:
+        true: ground-truth labels ``[B, H, W]`` (0 = background); see :func:`iou_table`.
+        pred: predicted labels ``[B, H, W]`` (slot index).
+
+    Returns:
+        ``per_object``: float64 ``[N]`` over the ``N`` objects of the batch
+        (image-major, label ascending); ``per_image``: float64 ``[B]`` mean over each
+        image's objects, NaN for images without objects. Both on the input device.
+    """
+    iou, objects = iou_table(true, pred)
+    return _summarise(iou.amax(dim=2), objects)
+
+
+def matched_iou(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+    """Hungarian-matched IoU (mIoU): objects matched one-to-one to predicted masks.
+
+    The matching maximises the total IoU of each image; objects left without a mask
+    (more objects than masks) score 0.
+
+    Args / Returns: as :func:`best_overlap`.
+    """
+    iou, objects = iou_table(true, pred)
+    iou_cpu, objects_cpu = iou.cpu(), objects.cpu()
+    matched = torch.zeros(objects.shape, dtype=torch.float64)  # [B, T]
+    for b in range(iou.shape[0]):
+        rows = objects_cpu[b].nonzero().squeeze(1)
+        if rows.numel() == 0:
+            continue
+        sub = iou_cpu[b, rows].numpy()  # [objects, P]
+        r, c = linear_sum_assignment(sub, maximize=True)
+        matched[b, rows[torch.as_tensor(r)]] = torch.as_tensor(
+            sub[r, c], dtype=torch.float64
+        )
+    return _summarise(matched.to(iou.device), objects)
+
+
+def _mean(x: Tensor) -> float:
+    """Mean of a 1-D tensor ignoring NaN; NaN if nothing is left."""
+    x = x[~torch.isnan(x)]
+    return float(x.mean()) if x.numel() else math.nan
+
+
+class SegmentationScores:
+    """Accumulates mBO and mIoU over batches; averages are exact over the whole dataset.
+
+    Keeps every per-object IoU and every per-image mean (on CPU), so
+    :meth:`compute` gives the same result as one call on all images at once.
+
+    Example::
+
+        scores = SegmentationScores()
+        for true, pred in loader:
+            scores.update(true, pred)
+        scores.compute()  # {"mbo_objects": ..., "mbo_images": ..., ...}
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything accumulated so far."""
+        self._parts: dict[str, list[Tensor]] = {
+            "mbo_objects": [],
+            "mbo_images": [],
+            "miou_objects": [],
+            "miou_images": [],
+        }
+
+    def update(self, true: Tensor, pred: Tensor) -> None:
+        """Add a batch: ``true``, ``pred`` label maps ``[B, H, W]`` (or masks)."""
+        for name, fn in (("mbo", best_overlap), ("miou", matched_iou)):
+            per_object, per_image = fn(true, pred)
+            self._parts[f"{name}_objects"].append(per_object.detach().cpu())
+            self._parts[f"{name}_images"].append(per_image.detach().cpu())
+
+    def values(self) -> dict[str, Tensor]:
+        """All accumulated scores, float64: ``[N]`` per object for ``*_objects``,
+        ``[num images]`` per image (NaN: no objects) for ``*_images``."""
+        return {
+            k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64)
+            for k, v in self._parts.items()
+        }
+
+    def compute(self) -> dict[str, float]:
+        """Averages ``mbo_objects``, ``mbo_images``, ``miou_objects``, ``miou_images``
+        (NaN if no objects were seen) and the count ``num_objects``.
+
+        ``*_objects`` average over all objects (LSD paper); ``*_images`` average the
+        per-image means over images that have at least one object.
+        """
+        out: dict[str, float] = {k: _mean(v) for k, v in self.values().items()}
+        out["num_objects"] = sum(int(v.numel()) for v in self._parts["mbo_objects"])
+        return out
+
+
+def segmentation_metrics(true: Tensor, pred: Tensor) -> dict[str, float]:
+    """mBO and mIoU of one batch, averaged over objects and over images.
+
+    Args:
+        true: ground-truth labels ``[B, H, W]`` (0 = background).
+        pred: predicted labels ``[B, H, W]`` (slot index).
+
+    Returns:
+        ``{"mbo_objects", "mbo_images", "miou_objects", "miou_images", "num_objects"}``;
+        see :meth:`SegmentationScores.compute`. Use :class:`SegmentationScores` to
+        accumulate over several batches.
+    """
+    scores = SegmentationScores()
+    scores.update(true, pred)
+    return scores.compute()

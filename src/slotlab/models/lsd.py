@@ -1,0 +1,175 @@
+"""Latent Slot Diffusion (Jiang et al. 2023): Slot Attention encoder + slot-conditioned latent diffusion decoder.
+
+Images [B, 3, R, R] in [-1, 1] -> backbone -> position embedding (pixel-centre grid), LN, MLP -> Slot Attention
+(eps 1e-6) -> LN + Linear to the cross-attention width = the condition of a UNet that denoises the image's
+latents (from a frozen image autoencoder, see :mod:`slotlab.models.image_autoencoder`). Training noise: DDPM,
+1000 steps, linear betas 0.00085 to 0.012, epsilon prediction, MSE. Sampling: DDIM or DPM-Solver (diffusers
+schedulers), optional classifier-free guidance when trained with condition dropout.
+
+Shapes: B batch, K slots, D slot width, E cross-attention width, C latent channels, h latent side.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import Tensor, nn
+
+from slotlab.modules import SlotAttention
+from slotlab.modules.backbones import UNetBackbone
+from slotlab.modules.encoders import FeatureEncoder, conv_stack
+from slotlab.modules.slot_unet import SlotConditionedUNet
+
+
+@dataclass
+class LatentSlotDiffusionConfig:
+    """Everything that defines the architecture (saved as config.json beside the weights)."""
+
+    resolution: int = 256  # image side seen by the encoder (and by the autoencoder)
+    autoencoder: str = "stabilityai/stable-diffusion-2-1"  # hub id (subfolder vae) or a slotlab autoencoder folder
+    latent_channels: int = 4
+    latent_size: int = 32  # resolution / the autoencoder's downsampling factor
+    # encoder backbone: "unet" (official feature net) or "cnn" (strided convs, for CPUs)
+    backbone: str = "unet"
+    backbone_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
+    backbone_out: int = 192
+    backbone_stride: int = 4  # unet: stem stride; cnn: ignored (use backbone_strides)
+    backbone_strides: list[int] | None = None  # cnn only
+    backbone_kernel: int = 5  # cnn only
+    backbone_layers_per_block: int = 2  # unet only
+    backbone_norm_groups: int = 32  # unet only
+    # Slot Attention
+    num_slots: int = 24
+    num_iterations: int = 3
+    slot_dim: int = 192
+    mlp_hidden: int = 768
+    slot_init: str = "gaussian"
+    attn_eps: float = 1e-6
+    # decoder
+    decoder_channels: list[int] = field(default_factory=lambda: [192, 384, 768, 768])
+    decoder_layers_per_block: int = 2
+    decoder_attention_levels: int = 3
+    decoder_heads: int = 8
+    decoder_norm_groups: int = 32
+    cross_attention_dim: int = 192
+    position_embedding: bool = True  # LSD's learned embedding before self- and cross-attention
+    # noise
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "linear"
+    cond_dropout: float = 0.0  # probability of dropping an image's slots in training (classifier-free guidance)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LatentSlotDiffusionOutput:
+    loss: Tensor | None  # epsilon MSE
+    slots: Tensor  # [B, K, D]
+    attn: Tensor  # [B, T, N, K] Slot Attention's attention per iteration
+    noise_pred: Tensor | None = None  # [B, C, h, w]
+
+
+class LatentSlotDiffusion(nn.Module, PyTorchModelHubMixin, library_name="slotlab", tags=["object-centric", "lsd"]):
+    """The LSD encoder and decoder. The image autoencoder is separate and frozen (latents come in)."""
+
+    def __init__(self, config: LatentSlotDiffusionConfig):
+        super().__init__()
+        from diffusers import DDPMScheduler
+
+        if isinstance(config, dict):
+            config = LatentSlotDiffusionConfig(**config)
+        self.config = c = config
+        if c.backbone == "unet":
+            backbone = UNetBackbone(c.resolution, c.backbone_channels[0], c.backbone_stride, c.backbone_channels,
+                                    c.backbone_layers_per_block, c.backbone_out, c.backbone_norm_groups)
+            channels, side = c.backbone_out, backbone.feature_size
+        elif c.backbone == "cnn":
+            strides = c.backbone_strides or [1] * len(c.backbone_channels)
+            backbone = conv_stack(3, c.backbone_channels, c.backbone_kernel, strides)
+            channels, side = c.backbone_channels[-1], c.resolution // int(torch.tensor(strides).prod())
+        else:
+            raise ValueError(f"unknown backbone {c.backbone!r}: use 'unet' or 'cnn'")
+        self.encoder = FeatureEncoder(backbone, channels, side, c.slot_dim, ln_eps=1e-5, pixel_centres=True)
+        self.slot_attention = SlotAttention(c.num_slots, c.slot_dim, num_iterations=c.num_iterations,
+                                            mlp_hidden=c.mlp_hidden, eps=c.attn_eps, ln_eps=1e-5, init=c.slot_init)
+        self.to_condition = nn.Sequential(nn.LayerNorm(c.slot_dim), nn.Linear(c.slot_dim, c.cross_attention_dim))
+        self.decoder = SlotConditionedUNet(c.latent_size, c.latent_channels, c.decoder_channels,
+                                           c.decoder_layers_per_block, c.decoder_attention_levels,
+                                           c.cross_attention_dim, c.decoder_heads, c.decoder_norm_groups,
+                                           c.position_embedding)
+        self.noise_scheduler = DDPMScheduler(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start,
+                                             beta_end=c.beta_end, beta_schedule=c.beta_schedule,
+                                             prediction_type="epsilon")
+
+    @property
+    def feature_size(self) -> int:
+        return self.encoder.feature_size
+
+    def encode(self, images: Tensor, num_slots: int | None = None, num_iterations: int | None = None,
+               generator: torch.Generator | None = None):
+        """images [B, 3, R, R] -> SlotAttentionOutput (slots [B, K, D], attn [B, T, N, K])."""
+        r = self.config.resolution
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (r, r):
+            raise ValueError(f"expected images [B, 3, {r}, {r}], got {list(images.shape)}")
+        return self.slot_attention(self.encoder(images), num_slots, num_iterations, generator=generator)
+
+    def condition(self, slots: Tensor) -> Tensor:
+        """slots [B, K, D] -> the decoder's cross-attention input [B, K, E]."""
+        return self.to_condition(slots)
+
+    def forward(self, images: Tensor, latents: Tensor, generator: torch.Generator | None = None,
+                num_iterations: int | None = None) -> LatentSlotDiffusionOutput:
+        """One training step's loss: noise the latents at a random t, predict the noise from the slots."""
+        enc = self.encode(images, num_iterations=num_iterations, generator=generator)
+        cond = self.condition(enc.slots)
+        if self.training and self.config.cond_dropout > 0:
+            keep = torch.rand(cond.shape[0], 1, 1, device=cond.device, generator=generator) >= self.config.cond_dropout
+            cond = cond * keep
+        noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype, generator=generator)
+        t = torch.randint(0, self.config.num_train_timesteps, (latents.shape[0],), device=latents.device,
+                          generator=generator)
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        pred = self.decoder(noisy, t, cond)
+        loss = F.mse_loss(pred.float(), noise.float())
+        return LatentSlotDiffusionOutput(loss, enc.slots, enc.attn, pred)
+
+    def sampler(self, kind: str = "dpm"):
+        """A diffusers scheduler for sampling with the training noise schedule: "dpm" (DPM-Solver++) or "ddim"."""
+        from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+        cls = {"dpm": DPMSolverMultistepScheduler, "ddim": DDIMScheduler}.get(kind)
+        if cls is None:
+            raise ValueError(f"unknown sampler {kind!r}: use 'dpm' or 'ddim'")
+        return cls.from_config(self.noise_scheduler.config)
+
+    @torch.no_grad()
+    def generate(self, slots: Tensor, steps: int = 25, sampler: str = "dpm", guidance: float = 1.0,
+                 generator: torch.Generator | None = None) -> Tensor:
+        """Decode latents [B, C, h, w] from slots [B, K, D] by reverse diffusion from noise.
+
+        ``guidance`` > 1 mixes in the unconditional prediction (zero condition, as in training with
+        ``cond_dropout``): ``eps = eps_u + guidance * (eps_c - eps_u)``.
+        """
+        c = self.config
+        cond = self.condition(slots)
+        scheduler = self.sampler(sampler)
+        scheduler.set_timesteps(steps, device=slots.device)
+        shape = (slots.shape[0], c.latent_channels, c.latent_size, c.latent_size)
+        x = torch.randn(shape, device=slots.device, dtype=cond.dtype, generator=generator) * scheduler.init_noise_sigma
+        for t in scheduler.timesteps:
+            inp = scheduler.scale_model_input(x, t)
+            ts = t.expand(x.shape[0]).to(slots.device)
+            if guidance != 1.0:
+                eps_c, eps_u = self.decoder(torch.cat([inp, inp]), torch.cat([ts, ts]),
+                                            torch.cat([cond, torch.zeros_like(cond)])).chunk(2)
+                eps = eps_u + guidance * (eps_c - eps_u)
+            else:
+                eps = self.decoder(inp, ts, cond)
+            x = scheduler.step(eps, t, x).prev_sample
+        return x

@@ -1,0 +1,86 @@
+"""The LSD decoder: a diffusers ``UNet2DConditionModel`` that denoises latents, conditioned on slots through
+cross-attention, with LSD's learned position embedding added before self- and cross-attention.
+
+The official LSD code adds a learned embedding of the token grid to the normalised hidden states before both
+attentions of every transformer block. Here that is an attention processor: each transformer block owns one
+embedding [1, h*w, C] (registered on :class:`SlotConditionedUNet`, so it is saved and optimised like any weight)
+and the processors of its two attentions add it to the query-side hidden states before the standard attention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+
+class PositionalAttnProcessor:
+    """Adds a learned position embedding to the hidden states, then runs diffusers' standard attention.
+
+    Self-attention: queries, keys and values all see the embedding; cross-attention: the queries do (the keys and
+    values are the slots). Not an ``nn.Module``: the embedding is owned by :class:`SlotConditionedUNet`.
+    """
+
+    def __init__(self, pos: nn.Parameter):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        self.pos = pos
+        self.attention = AttnProcessor2_0()
+
+    def __call__(self, attn, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
+                 attention_mask: Tensor | None = None, temb: Tensor | None = None, *args, **kwargs) -> Tensor:
+        return self.attention(attn, hidden_states + self.pos.to(hidden_states.dtype), encoder_hidden_states,
+                              attention_mask, temb)
+
+
+class SlotConditionedUNet(nn.Module):
+    """Noisy latents [B, C, h, w], timesteps [B], slots [B, K, cross_attention_dim] -> predicted noise.
+
+    The first ``num_attention_levels`` resolution levels (and the middle block) use cross-attention blocks,
+    the rest plain residual blocks; ``attention_heads`` is diffusers' ``attention_head_dim`` (the number of heads).
+    """
+
+    def __init__(self, sample_size: int, latent_channels: int = 4, block_out_channels: Sequence[int] = (192, 384, 768, 768),
+                 layers_per_block: int = 2, num_attention_levels: int = 3, cross_attention_dim: int = 192,
+                 attention_heads: int = 8, norm_num_groups: int = 32, position_embedding: bool = True):
+        super().__init__()
+        from diffusers import UNet2DConditionModel
+        from diffusers.models.attention_processor import Attention
+
+        n = len(block_out_channels)
+        down = tuple("CrossAttnDownBlock2D" if i < num_attention_levels else "DownBlock2D" for i in range(n))
+        up = tuple(reversed(["CrossAttnUpBlock2D" if i < num_attention_levels else "UpBlock2D" for i in range(n)]))
+        self.unet = UNet2DConditionModel(
+            sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block, down_block_types=down,
+            up_block_types=up, cross_attention_dim=cross_attention_dim, attention_head_dim=attention_heads,
+            norm_num_groups=norm_num_groups,
+        )
+        self.pos_embeds = nn.ParameterDict()
+        if not position_embedding:
+            return
+        processors = {}
+        for name, module in self.unet.named_modules():
+            if not isinstance(module, Attention):
+                continue
+            block = name.rsplit(".", 1)[0]  # ...transformer_blocks.i: its attn1 and attn2 share one embedding
+            key = block.replace(".", "_")
+            if key not in self.pos_embeds:
+                side = sample_size // 2 ** _level(name, n)
+                self.pos_embeds[key] = nn.Parameter(torch.randn(1, side * side, module.to_q.in_features) * 0.02)
+            processors[f"{name}.processor"] = PositionalAttnProcessor(self.pos_embeds[key])
+        self.unet.set_attn_processor(processors)
+
+    def forward(self, latents: Tensor, timesteps: Tensor, slots: Tensor) -> Tensor:
+        return self.unet(latents, timesteps, encoder_hidden_states=slots).sample
+
+
+def _level(name: str, num_levels: int) -> int:
+    """Resolution level (0 = full) of an attention layer from its module path."""
+    part, index = name.split(".")[:2]
+    if part == "down_blocks":
+        return int(index)
+    if part == "up_blocks":
+        return num_levels - 1 - int(index)
+    return num_levels - 1  # mid_block

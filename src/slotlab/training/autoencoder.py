@@ -1,0 +1,63 @@
+"""Lightning module that trains our own image autoencoder (the first stage of Latent Slot Diffusion).
+
+The scaling factor of the latents is estimated when fitting ends (:meth:`AutoencoderModule.on_train_end`, on every
+DDP rank with the statistics summed over ranks): 1 / std of posterior samples of up to 16 training batches, written
+into ``self.model.config.scaling_factor`` and the model's ``latent_scale`` buffer, so that ``save_pretrained`` and
+checkpoints saved afterwards carry it (loading such a checkpoint puts it back into the config).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from slotlab.models.image_autoencoder import ImageAutoencoder
+from slotlab.training.base import SlotModule
+
+
+class AutoencoderModule(SlotModule):
+    """Trains an :class:`ImageAutoencoder` (``config.model`` an ``ImageAutoencoderConfig``) with MSE + KL.
+
+    Validation reconstructs from the posterior mode (what the cached latents hold) and logs ``val/mse`` and
+    ``val/psnr`` (per image, 10 log10(4 / mse) for images in [-1, 1], averaged over images).
+    """
+
+    scaling_batches = 16  # training batches that the scaling factor is estimated from
+
+    def build_model(self, config) -> ImageAutoencoder:
+        return ImageAutoencoder(config.model)
+
+    def training_step(self, batch, batch_idx):
+        out = self._forward(self._images(batch))
+        self._check_finite(out.loss)
+        self.log("train/loss", out.loss, prog_bar=True)
+        self.log_dict({"train/mse": out.mse, "train/kl": out.kl})
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        images = self._images(batch)
+        out = self.model(images, sample=False)
+        per_image = (out.reconstruction.float() - images.float()).square().flatten(1).mean(1)  # [B]
+        psnr = 10 * torch.log10(4 / per_image.clamp(min=1e-10))
+        n = images.shape[0]
+        self.log("val/mse", per_image.mean(), sync_dist=True, batch_size=n)
+        self.log("val/psnr", psnr.mean(), prog_bar=True, sync_dist=True, batch_size=n)
+
+    def on_train_end(self):
+        if self.model.needs_scaling_estimate and self._trainer is not None:
+            self.finalize_scaling(self.trainer.train_dataloader)
+
+    @torch.no_grad()
+    def finalize_scaling(self, dataloader, max_batches: int | None = None) -> float:
+        """Estimate the latents' scaling factor from ``dataloader`` (batch dicts) and store it in the model.
+
+        Under DDP every rank must call it (the statistics are summed over ranks, so all get the same factor).
+        """
+        was_training = self.model.training
+        self.model.eval()
+        moments = self.model.latent_moments(dataloader, max_batches or self.scaling_batches, self.config.trainer.seed)
+        if self._trainer is not None and self._trainer.world_size > 1:
+            moments = self.all_gather(moments.to(self.device))
+            moments = moments.sum(0) if moments.ndim == 2 else moments
+        value = self.model.scaling_from_moments(moments)
+        self.model.train(was_training)
+        return value

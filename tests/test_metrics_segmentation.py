@@ -1,0 +1,275 @@
+"""Tests for slotlab.metrics.segmentation: mBO and Hungarian mIoU.
+
+Hand-made 4x4 label maps worked out by hand, plus brute force on random 6x6 cases.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from slotlab.metrics import (
+    SegmentationScores,
+    best_overlap,
+    iou_table,
+    matched_iou,
+    segmentation_metrics,
+)
+
+TOL = 1e-12
+
+
+def _t(*maps: list[list[int]]) -> torch.Tensor:
+    """Stack hand-written label maps into an int64 batch ``[B, H, W]``."""
+    return torch.tensor(maps, dtype=torch.int64)
+
+
+def _close(a: torch.Tensor, b: list[float]) -> bool:
+    return (
+        a.dtype == torch.float64
+        and a.shape == (len(b),)
+        and torch.allclose(
+            a, torch.tensor(b, dtype=torch.float64), atol=TOL, rtol=0, equal_nan=True
+        )
+    )
+
+
+# Two objects; object 1 has 4 px, object 2 has 2 px.
+TWO_OBJ = [
+    [1, 1, 0, 0],
+    [1, 1, 0, 0],
+    [2, 2, 0, 0],
+    [0, 0, 0, 0],
+]
+# Three objects of 4, 4 and 1 px.
+THREE_OBJ = [
+    [1, 1, 2, 2],
+    [1, 1, 2, 2],
+    [3, 0, 0, 0],
+    [0, 0, 0, 0],
+]
+
+
+def test_perfect_segmentation_with_permuted_slots() -> None:
+    true = _t(TWO_OBJ)
+    pred = (true + 2) % 3  # bg -> slot 2, object 1 -> slot 0, object 2 -> slot 1
+    for fn in (best_overlap, matched_iou):
+        per_object, per_image = fn(true, pred)
+        assert _close(per_object, [1.0, 1.0]) and _close(per_image, [1.0])
+    m = segmentation_metrics(true, pred)
+    assert m == {
+        "mbo_objects": 1.0,
+        "mbo_images": 1.0,
+        "miou_objects": 1.0,
+        "miou_images": 1.0,
+        "num_objects": 2,
+    }
+
+
+def test_one_mask_covers_two_objects() -> None:
+    true = _t(TWO_OBJ)
+    pred = (
+        true > 0
+    ).long()  # slot 1 = objects 1 and 2 (6 px), slot 0 = background (10 px)
+    # IoU(obj1, slot1) = 4/6, IoU(obj2, slot1) = 2/6, both 0 with slot 0.
+    per_object, per_image = best_overlap(true, pred)
+    assert _close(per_object, [2 / 3, 1 / 3]) and _close(per_image, [0.5])
+    # Matching: obj1 -> slot1 (2/3) beats obj2 -> slot1 (1/3); obj2 gets slot 0, IoU 0.
+    per_object, per_image = matched_iou(true, pred)
+    assert _close(per_object, [2 / 3, 0.0]) and _close(per_image, [1 / 3])
+
+
+def test_more_objects_than_slots() -> None:
+    true = _t(THREE_OBJ)
+    pred = (
+        true == 1
+    ).long()  # 2 slots: slot 1 = object 1 exactly, slot 0 = everything else (12 px)
+    # mBO: obj1 1.0; obj2 4/12 with slot 0; obj3 1/12 with slot 0.
+    per_object, per_image = best_overlap(true, pred)
+    assert _close(per_object, [1.0, 1 / 3, 1 / 12]) and _close(per_image, [17 / 36])
+    # mIoU: obj1 -> slot 1, obj2 -> slot 0, obj3 unmatched -> 0.
+    per_object, per_image = matched_iou(true, pred)
+    assert _close(per_object, [1.0, 1 / 3, 0.0]) and _close(per_image, [4 / 9])
+
+
+def test_background_not_scored_but_background_slot_counts() -> None:
+    true = _t(TWO_OBJ)
+    # Slot 0 = object 1 plus all background (14 px), slot 1 = object 2 exactly.
+    # Background gets no score; object 1's IoU is penalised by the bg pixels of slot 0.
+    pred = (true == 2).long()
+    per_object, _ = best_overlap(true, pred)
+    assert _close(per_object, [4 / 14, 1.0])
+    per_object, _ = matched_iou(true, pred)
+    assert _close(per_object, [4 / 14, 1.0])
+    # A slot that covers the background exactly does not add a score of 1.
+    pred = true.clone()
+    pred[true == 2] = 1  # slot 0 = bg exactly, slot 1 = objects 1 and 2
+    per_object, _ = best_overlap(true, pred)
+    assert _close(per_object, [2 / 3, 1 / 3])
+
+
+def test_non_contiguous_label_ids() -> None:
+    base = _t(TWO_OBJ)
+    true = torch.where(base == 1, 23, torch.where(base == 2, 5, 0))  # 23: 4 px, 5: 2 px
+    pred = torch.where(true == 23, 7, 0)  # slot 7 = object 23, slot 0 = object 5 + bg
+    # Objects in label order: 5 (IoU 2/12 with slot 0), 23 (IoU 1 with slot 7).
+    per_object, per_image = best_overlap(true, pred)
+    assert _close(per_object, [2 / 12, 1.0]) and _close(per_image, [7 / 12])
+    per_object, _ = matched_iou(true, pred)
+    assert _close(per_object, [2 / 12, 1.0])
+    iou, objects = iou_table(true, pred)
+    assert iou.shape == (1, 24, 8) and objects.nonzero()[:, 1].tolist() == [5, 23]
+
+
+def test_image_without_objects_is_skipped() -> None:
+    true = _t(TWO_OBJ, [[0] * 4] * 4)
+    pred = _t(TWO_OBJ, [[1, 2, 0, 0]] * 4)
+    for fn in (best_overlap, matched_iou):
+        per_object, per_image = fn(true, pred)
+        assert _close(per_object, [1.0, 1.0]) and _close(per_image, [1.0, math.nan])
+    m = segmentation_metrics(true, pred)
+    assert m["mbo_images"] == 1.0 and m["miou_objects"] == 1.0 and m["num_objects"] == 2
+    m = segmentation_metrics(true[1:], pred[1:])
+    assert m["num_objects"] == 0 and all(
+        math.isnan(m[k]) for k in m if k != "num_objects"
+    )
+
+
+def test_objects_vs_images_averaging() -> None:
+    # Image 0: one object segmented perfectly. Image 1: THREE_OBJ case above.
+    one = [[1, 0, 0, 0]] + [[0] * 4] * 3
+    true = _t(one, THREE_OBJ)
+    pred = torch.stack([true[0], (true[1] == 1).long()])
+    m = segmentation_metrics(true, pred)
+    assert m["num_objects"] == 4
+    assert m["mbo_objects"] == pytest.approx(
+        (1 + 1 + 1 / 3 + 1 / 12) / 4, abs=TOL
+    )  # 29/48
+    assert m["mbo_images"] == pytest.approx((1 + 17 / 36) / 2, abs=TOL)  # 53/72
+    assert m["miou_objects"] == pytest.approx((1 + 1 + 1 / 3) / 4, abs=TOL)
+    assert m["miou_images"] == pytest.approx((1 + 4 / 9) / 2, abs=TOL)
+    assert abs(m["mbo_objects"] - m["mbo_images"]) > 0.1
+
+
+def test_masks_input_equals_labels() -> None:
+    gen = torch.Generator().manual_seed(1)
+    true = torch.randint(0, 4, (3, 6, 6), generator=gen)
+    logits = torch.randn(3, 5, 6, 6, generator=gen)
+    a, b = (
+        segmentation_metrics(true, logits.argmax(1)),
+        segmentation_metrics(true, logits),
+    )
+    assert a == b
+
+
+def _random_case(
+    gen: torch.Generator, batch: int, max_obj: int, slots: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blocky random label maps (2x2 blocks on 6x6), some pixel noise in ``pred``."""
+    true = (
+        torch.randint(0, max_obj + 1, (batch, 3, 3), generator=gen)
+        .repeat_interleave(2, 1)
+        .repeat_interleave(2, 2)
+    )
+    pred = (
+        torch.randint(0, slots, (batch, 3, 3), generator=gen)
+        .repeat_interleave(2, 1)
+        .repeat_interleave(2, 2)
+    )
+    noise = torch.rand(batch, 6, 6, generator=gen) < 0.2
+    pred = torch.where(
+        noise, torch.randint(0, slots, (batch, 6, 6), generator=gen), pred
+    )
+    return true, pred
+
+
+def _brute_force(true: np.ndarray, pred: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-object best IoU, per-image total matched IoU; by masks and permutations."""
+    best, totals = [], []
+    for t, p in zip(true, pred):
+        objs = [v for v in np.unique(t) if v != 0]
+        slots = list(range(int(p.max()) + 1))
+        iou = np.zeros((len(objs), len(slots)))
+        for i, o in enumerate(objs):
+            for j, s in enumerate(slots):
+                a, b = t == o, p == s
+                iou[i, j] = (a & b).sum() / (a | b).sum()
+        best += [row.max() for row in iou]
+        padded = np.concatenate(
+            [iou, np.zeros((len(objs), len(objs)))], axis=1
+        )  # dummy "unmatched" columns
+        totals.append(
+            max(
+                sum(padded[i, c] for i, c in enumerate(perm))
+                for perm in itertools.permutations(range(padded.shape[1]), len(objs))
+            )
+            if objs
+            else math.nan
+        )
+    return best, totals
+
+
+@pytest.mark.parametrize("max_obj,slots", [(3, 2), (4, 4), (3, 5)])
+def test_against_brute_force(max_obj: int, slots: int) -> None:
+    gen = torch.Generator().manual_seed(100 * max_obj + slots)
+    true, pred = _random_case(gen, 12, max_obj, slots)
+    best, totals = _brute_force(true.numpy(), pred.numpy())
+    per_object, _ = best_overlap(true, pred)
+    assert np.allclose(per_object.numpy(), best, atol=TOL)
+    per_object, per_image = matched_iou(true, pred)
+    counts = [len([v for v in np.unique(t) if v != 0]) for t in true.numpy()]
+    assert np.allclose(
+        per_image.numpy() * np.asarray(counts), totals, atol=1e-10, equal_nan=True
+    )
+    assert math.isclose(
+        float(per_object.sum()), float(np.nansum(totals)), abs_tol=1e-10
+    )
+    assert (
+        per_object <= best_overlap(true, pred)[0] + TOL
+    ).all()  # matching never beats best overlap
+
+
+def test_accumulation_equals_one_batch() -> None:
+    gen = torch.Generator().manual_seed(7)
+    t1, p1 = _random_case(gen, 5, 3, 4)
+    t2, p2 = _random_case(gen, 7, 5, 3)
+    t2[0] = 0  # an image without objects
+    t2[1] = torch.where(t2[1] > 0, t2[1] + 18, 0)  # large ids, as in MOVi
+    scores = SegmentationScores()
+    scores.update(t1, p1)
+    scores.update(t2, p2)
+    acc, whole = (
+        scores.compute(),
+        segmentation_metrics(torch.cat([t1, t2]), torch.cat([p1, p2])),
+    )
+    assert acc.keys() == whole.keys() and acc["num_objects"] == whole["num_objects"]
+    for k in acc:
+        assert acc[k] == pytest.approx(whole[k], abs=1e-12)
+    # Not the mean of batch means.
+    m1, m2 = segmentation_metrics(t1, p1), segmentation_metrics(t2, p2)
+    assert not math.isclose(
+        (m1["mbo_objects"] + m2["mbo_objects"]) / 2, acc["mbo_objects"], abs_tol=1e-9
+    )
+    scores.reset()
+    assert scores.compute()["num_objects"] == 0
+
+
+def test_rejects_bad_inputs() -> None:
+    with pytest.raises(ValueError):
+        best_overlap(
+            torch.zeros(1, 4, 4, dtype=torch.long),
+            torch.zeros(1, 4, 5, dtype=torch.long),
+        )
+    with pytest.raises(ValueError):
+        matched_iou(
+            -torch.ones(1, 4, 4, dtype=torch.long),
+            torch.zeros(1, 4, 4, dtype=torch.long),
+        )
+    per_object, per_image = best_overlap(
+        torch.zeros(0, 4, 4, dtype=torch.long), torch.zeros(0, 4, 4, dtype=torch.long)
+    )
+    assert per_object.numel() == 0 and per_image.shape == (0,)
