@@ -1,0 +1,141 @@
+"""Latent Slot Diffusion: decoder with position embeddings, model, sampling, training module, CLI end to end."""
+
+import json
+
+import pytest
+import torch
+
+from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderConfig
+from slotlab.models.lsd import LatentSlotDiffusion, LatentSlotDiffusionConfig
+from slotlab.modules import build_grid
+from slotlab.modules.backbones import UNetBackbone
+from slotlab.modules.slot_unet import PositionalAttnProcessor, SlotConditionedUNet
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_config(**kw) -> LatentSlotDiffusionConfig:
+    base = dict(resolution=16, latent_size=8, backbone="cnn", backbone_channels=[16, 16], backbone_strides=[1, 2],
+                num_slots=3, slot_dim=16, mlp_hidden=32, decoder_channels=[16, 32], decoder_layers_per_block=1,
+                decoder_attention_levels=1, decoder_heads=2, decoder_norm_groups=8, cross_attention_dim=16)
+    return LatentSlotDiffusionConfig(**(base | kw))
+
+
+def test_pixel_centre_grid():
+    g = build_grid(2, 4, pixel_centres=True)
+    assert torch.allclose(g[0, :, 0], torch.tensor([0.25, 0.75])) and torch.allclose(g[1, 0], torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    assert torch.allclose(g[2], 1 - g[0])
+
+
+def test_slot_unet_position_embeddings_per_transformer_block():
+    unet = SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8)
+    # one embedding per transformer block, sized to its level's token grid and width
+    shapes = sorted(tuple(p.shape) for p in unet.pos_embeds.values())
+    # level 0 (8x8): 1 down + 2 up blocks; level 1 (4x4): 1 down + 2 up; the middle block at level 2 (2x2)
+    assert shapes.count((1, 64, 16)) == 3 and shapes.count((1, 16, 32)) == 3 and shapes.count((1, 4, 32)) == 1
+    procs = unet.unet.attn_processors
+    assert len(procs) == 2 * len(unet.pos_embeds) and all(isinstance(p, PositionalAttnProcessor) for p in procs.values())
+    names = {n for n, _ in unet.named_parameters()}
+    assert sum(n.startswith("pos_embeds.") for n in names) == len(unet.pos_embeds)  # registered once each
+    x, t, s = torch.randn(2, 4, 8, 8), torch.tensor([3, 500]), torch.randn(2, 5, 16)
+    y = unet(x, t, s)
+    assert y.shape == x.shape
+    y.square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in unet.pos_embeds.values())
+    with torch.no_grad():
+        next(iter(unet.pos_embeds.values())).add_(1.0)
+    assert not torch.allclose(unet(x, t, s), y)  # the embedding is used
+    plain = SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8, position_embedding=False)
+    assert len(plain.pos_embeds) == 0
+
+
+def test_unet_backbone_shape():
+    bb = UNetBackbone(32, stem_channels=8, stem_stride=4, block_out_channels=(8, 16), layers_per_block=1,
+                      out_channels=12, norm_num_groups=4)
+    assert bb(torch.randn(2, 3, 32, 32)).shape == (2, 12, 8, 8)
+    model = LatentSlotDiffusion(tiny_config(backbone="unet", resolution=32, backbone_channels=[8, 16], backbone_out=12,
+                                            backbone_layers_per_block=1, backbone_norm_groups=4))
+    assert model.feature_size == 8
+
+
+def test_lsd_loss_gradients_noise_schedule_and_sampling():
+    torch.manual_seed(0)
+    model = LatentSlotDiffusion(tiny_config(cond_dropout=0.5))
+    s = model.noise_scheduler
+    assert s.config.num_train_timesteps == 1000 and s.config.beta_schedule == "linear"
+    assert s.betas[0].item() == pytest.approx(0.00085) and s.betas[-1].item() == pytest.approx(0.012)
+    assert s.config.prediction_type == "epsilon"
+    images, latents = torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 4, 8, 8)
+    out = model(images, latents)
+    assert out.slots.shape == (4, 3, 16) and out.attn.shape == (4, 3, 64, 3) and torch.isfinite(out.loss)
+    out.loss.backward()
+    for name in ("encoder.backbone.0.weight", "slot_attention.mu", "to_condition.1.weight", "decoder.unet.conv_in.weight"):
+        assert dict(model.named_parameters())[name].grad is not None, name
+    for sampler in ("ddim", "dpm"):
+        g = torch.Generator().manual_seed(1)
+        lat = model.generate(out.slots.detach()[:2], steps=3, sampler=sampler, generator=g)
+        assert lat.shape == (2, 4, 8, 8) and torch.isfinite(lat).all()
+        again = model.generate(out.slots.detach()[:2], steps=3, sampler=sampler, generator=torch.Generator().manual_seed(1))
+        torch.testing.assert_close(lat, again)  # seeded sampling repeats
+    guided = model.generate(out.slots.detach()[:2], steps=3, guidance=3.0, generator=torch.Generator().manual_seed(1))
+    assert not torch.allclose(guided, model.generate(out.slots.detach()[:2], steps=3, generator=torch.Generator().manual_seed(1)))
+    with pytest.raises(ValueError, match="unknown sampler"):
+        model.sampler("euler")
+
+
+def test_lsd_save_load_round_trip(tmp_path):
+    model = LatentSlotDiffusion(tiny_config()).eval()
+    model.save_pretrained(tmp_path / "m")
+    again = LatentSlotDiffusion.from_pretrained(tmp_path / "m").eval()
+    assert (tmp_path / "m" / "model.safetensors").is_file()
+    images, latents = torch.rand(2, 3, 16, 16), torch.randn(2, 4, 8, 8)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    torch.testing.assert_close(model(images, latents, generator=g()).loss, again(images, latents, generator=g()).loss)
+
+
+def test_lsd_module_steps_with_on_the_fly_latents():
+    from slotlab.config import DataConfig, ExperimentConfig, TrainerConfig
+    from slotlab.training.lsd import LSDModule
+
+    ae = ImageAutoencoder(ImageAutoencoderConfig(resolution=16, block_out_channels=[8, 16], norm_num_groups=4))
+    cfg = ExperimentConfig(task="lsd", model=tiny_config(), data=DataConfig(resolution=16), trainer=TrainerConfig())
+    module = LSDModule(cfg, autoencoder=ae)
+    assert not any(n.startswith("_autoencoder") for n, _ in module.named_parameters())  # frozen, not saved
+    batch = {"image": torch.rand(4, 3, 16, 16) * 2 - 1, "labels": torch.randint(0, 3, (4, 16, 16), dtype=torch.uint8)}
+    loss = module.training_step(batch, 0)
+    assert torch.isfinite(loss)
+    module.validation_step(batch, 0)
+    assert module._fg_ari and module._segmentation.compute()["num_objects"] > 0
+
+
+def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
+    from slotlab.cli.main import main
+
+    out = tmp_path / "demo"
+    ae = ["--autoencoder-set", "optim.max_steps=4", "--autoencoder-set", "trainer.val_every_n_steps=2",
+          "--autoencoder-set", "trainer.num_threads=1", "--autoencoder-set", "optim.batch_size=4"]
+    lsd = ["data.train_size=24", "data.val_size=8", "optim.max_steps=4", "trainer.val_every_n_steps=2",
+           "trainer.num_threads=1", "optim.batch_size=4"]
+    assert main(["demo", "--task", "lsd", "--out", str(out), *ae, *lsd]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 8 and metrics["steps"] == 4
+    for k in ("fg_ari", "mbo_objects", "mbo_images", "miou_objects", "miou_images"):
+        assert 0 <= metrics[k] <= 1, k
+    assert metrics["autoencoder"]["psnr"] > 0
+    assert (out / "reconstructions.png").is_file() and (out / "autoencoder" / "model" / "image_autoencoder.json").is_file()
+    curve = [json.loads(x) for x in (out / "lsd" / "curve.jsonl").read_text().splitlines()]
+    assert {"fg_ari", "mbo_objects", "miou_images"} <= set(curve[-1])
+    capsys.readouterr()
+    assert main(["reconstruct", "--checkpoint", str(out / "lsd"), "--out", str(out / "r.png"), "--num-images", "2",
+                 "--steps", "2", "--sampler", "ddim"]) == 0
+    assert (out / "r.png").is_file()
+    assert main(["eval", "--checkpoint", str(out / "lsd"), "--out", str(out / "m.json")]) == 0
+    assert json.loads((out / "m.json").read_text())["fg_ari_averaged_over"] == "images"
+    assert main(["reconstruct", "--checkpoint", str(out / "autoencoder"), "--out", str(out / "x.png")]) == 2
+    assert "not a Latent Slot Diffusion model" in capsys.readouterr().err
