@@ -232,3 +232,25 @@ def test_cli_train_eval_set_prediction_on_procedural_scenes(tmp_path, capsys):
     assert main(["train", "clevr_set_prediction_demo", "--out", str(tmp_path / "bad"), "data.dataset=tetrominoes",
                  *small]) == 2
     assert "needs a dataset with targets" in capsys.readouterr().err
+
+
+def test_weights_saved_with_the_old_encoder_keys_still_load(tmp_path):
+    """Encoders stored their convs under ``cnn.`` before the backbone rename; such weights must load (strictly)."""
+    from safetensors.torch import load_file, save_file
+
+    from slotlab.checkpoints import load_trained
+
+    small = SlotSetPredictorConfig(resolution=16, encoder_channels=[8, 8, 8, 8], slot_dim=16, mlp_hidden=16,
+                                   head_hidden=16)
+    model = SlotSetPredictor(small)
+    model.save_pretrained(tmp_path / "m")
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    old = {k.replace("encoder.backbone.", "encoder.cnn."): v for k, v in weights.items()}
+    assert any(k.startswith("encoder.cnn.") for k in old)
+    save_file(old, tmp_path / "m" / "model.safetensors")
+    loaded, _ = load_trained(tmp_path / "m")
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    save_file({k: v for k, v in weights.items() if not k.startswith("head.")}, tmp_path / "m" / "model.safetensors")
+    with pytest.raises(Exception, match="head"):  # missing weights are an error, not silently random
+        load_trained(tmp_path / "m")

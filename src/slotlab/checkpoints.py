@@ -63,9 +63,9 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.
                 if task == "autoencoder":
                     model = ImageAutoencoder.from_pretrained(path).to(map_location)
                 else:
-                    model = MODELS[task].from_pretrained(path, map_location=map_location)
+                    model = MODELS[task].from_pretrained(path, map_location=map_location, strict=True)
         except (RuntimeError, TypeError, ValueError) as e:
-            raise DataError(f"{path}: cannot load this model ({str(e).splitlines()[0]})") from None
+            raise DataError(f"{path}: cannot load this model ({_one_line(e)})") from None
     elif path.is_file() and path.suffix == ".ckpt":
         from slotlab.training.run import TASKS
 
@@ -73,7 +73,7 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.
             task = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]["config"]["task"]
             module = TASKS[task][0].load_from_checkpoint(path, map_location=map_location, weights_only=False)
         except (RuntimeError, KeyError, EOFError) as e:
-            raise DataError(f"{path}: cannot load this checkpoint ({str(e).splitlines()[0]})") from None
+            raise DataError(f"{path}: cannot load this checkpoint ({_one_line(e)})") from None
         model, config = module.model, module.config
     else:
         raise DataError(f"checkpoint not found: {path} (give a model folder or a .ckpt file)")
@@ -83,3 +83,9 @@ def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.
 def checkpoint_step(path: str | Path) -> int:
     """The training step at which a Lightning ``.ckpt`` was written."""
     return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+    """An exception's message on one line (e.g. load_state_dict's list of missing keys), shortened."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -37,6 +37,11 @@ class FeatureEncoder(nn.Module):
         self.norm = nn.LayerNorm(channels, eps=ln_eps)
         self.mlp = SlotMLP(channels, out_dim, out_dim)
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix + "cnn.")]:  # weights saved before the rename
+            state_dict[prefix + "backbone." + key[len(prefix) + 4 :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, images: Tensor) -> Tensor:
         h = self.pos(self.backbone(images))  # [B, C, h, w]
         h = h.flatten(2).transpose(1, 2)  # [B, N, C]

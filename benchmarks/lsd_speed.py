@@ -1,0 +1,109 @@
+"""Latent Slot Diffusion: training steps/s and peak memory per speed switch, and sampling images/s.
+
+    python benchmarks/lsd_speed.py --preset lsd_demo --modes fp32 bf16 bf16+compile --sample-steps 25 50
+    python benchmarks/lsd_speed.py --preset lsd_movi_e --batch-size 32 --modes fp16 bf16   # on a GPU
+
+Training: forward (encoder, Slot Attention, noised latents, UNet) + epsilon MSE + backward + AdamW on random
+images and latents (the frozen autoencoder is not timed: with cached latents it does not run). Sampling: slots
+-> latents by DPM-Solver++ for each step count (the autoencoder's decode is not included). Peak memory: CUDA
+allocator peak on GPU, process max RSS on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+from slotlab.config import load_config
+from slotlab.models.lsd import LatentSlotDiffusion
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _peak_mib(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bench_train(model, cfg, mode: str, batch: int, steps: int, warmup: int, device: str) -> dict:
+    flags = set(mode.split("+"))
+    dtype = torch.bfloat16 if "bf16" in flags else torch.float16 if "fp16" in flags else None
+    c = cfg.model
+    images = torch.rand(batch, 3, c.resolution, c.resolution, device=device) * 2 - 1
+    latents = torch.randn(batch, c.latent_channels, c.latent_size, c.latent_size, device=device)
+    forward = torch.compile(model.forward) if "compile" in flags else model.forward
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    scaler = torch.amp.GradScaler(enabled=dtype is torch.float16 and device.startswith("cuda"))
+
+    def step():
+        with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+            loss = forward(images, latents).loss
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    s = time.perf_counter() - start
+    return {"bench": "train", "mode": mode, "batch": batch, "steps_per_s": round(steps / s, 3),
+            "images_per_s": round(steps * batch / s, 1), "peak_mib": round(_peak_mib(device))}
+
+
+@torch.no_grad()
+def bench_sample(model, cfg, steps: int, batch: int, device: str, dtype) -> dict:
+    c = cfg.model
+    slots = torch.randn(batch, c.num_slots, c.slot_dim, device=device)
+    with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+        model.generate(slots, steps=2)
+        _sync(device)
+        start = time.perf_counter()
+        model.generate(slots, steps=steps)
+        _sync(device)
+    s = time.perf_counter() - start
+    return {"bench": "sample", "sampler": "dpm", "steps": steps, "batch": batch, "images_per_s": round(batch / s, 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="lsd_demo")
+    p.add_argument("--modes", nargs="+", default=["fp32", "bf16"])
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--sample-steps", type=int, nargs="*", default=[25, 50])
+    p.add_argument("--sample-batch", type=int, default=8)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    cfg = load_config(args.preset)
+    batch = args.batch_size or cfg.optim.batch_size
+    info = {"preset": args.preset, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
+    for mode in args.modes:
+        torch.manual_seed(0)
+        model = LatentSlotDiffusion(cfg.model).to(args.device).train()
+        print(json.dumps(info | bench_train(model, cfg, mode, batch, args.steps, args.warmup, args.device)), flush=True)
+    model = LatentSlotDiffusion(cfg.model).to(args.device).eval()
+    dtype = torch.bfloat16 if any("bf16" in m for m in args.modes) and args.device != "cpu" else None
+    for steps in args.sample_steps:
+        print(json.dumps(info | bench_sample(model, cfg, steps, args.sample_batch, args.device, dtype)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
