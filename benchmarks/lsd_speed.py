@@ -79,6 +79,38 @@ def bench_sample(model, cfg, steps: int, batch: int, device: str, dtype) -> dict
     return {"bench": "sample", "sampler": "dpm", "steps": steps, "batch": batch, "images_per_s": round(batch / s, 2)}
 
 
+def bench_autoencoder(preset: str, modes: list[str], steps: int, warmup: int, device: str, info: dict) -> None:
+    from slotlab.models.image_autoencoder import ImageAutoencoder
+
+    cfg = load_config(preset)
+    r, batch = cfg.model.resolution, cfg.optim.batch_size
+    images = torch.rand(batch, 3, r, r, device=device) * 2 - 1
+    for mode in modes:
+        dtype = torch.bfloat16 if "bf16" in mode else torch.float16 if "fp16" in mode else None
+        torch.manual_seed(0)
+        ae = ImageAutoencoder(cfg.model).to(device)
+        opt = torch.optim.Adam(ae.parameters(), lr=1e-4)
+
+        def step():
+            with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+                loss = ae(images).loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        for _ in range(warmup):
+            step()
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        _sync(device)
+        s = time.perf_counter() - start
+        print(json.dumps(info | {"preset": preset, "bench": "train", "mode": mode, "batch": batch,
+                                 "steps_per_s": round(steps / s, 3), "images_per_s": round(steps * batch / s, 1),
+                                 "peak_mib": round(_peak_mib(device))}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="lsd_demo")
@@ -90,6 +122,7 @@ def main() -> None:
     p.add_argument("--sample-batch", type=int, default=8)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--autoencoder", help="also time training steps of this autoencoder preset (e.g. autoencoder_demo)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config(args.preset)
@@ -99,6 +132,8 @@ def main() -> None:
         torch.manual_seed(0)
         model = LatentSlotDiffusion(cfg.model).to(args.device).train()
         print(json.dumps(info | bench_train(model, cfg, mode, batch, args.steps, args.warmup, args.device)), flush=True)
+    if args.autoencoder:
+        bench_autoencoder(args.autoencoder, args.modes, args.steps, args.warmup, args.device, info)
     model = LatentSlotDiffusion(cfg.model).to(args.device).eval()
     dtype = torch.bfloat16 if any("bf16" in m for m in args.modes) and args.device != "cpu" else None
     for steps in args.sample_steps:
