@@ -139,3 +139,13 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     assert json.loads((out / "m.json").read_text())["fg_ari_averaged_over"] == "images"
     assert main(["reconstruct", "--checkpoint", str(out / "autoencoder"), "--out", str(out / "x.png")]) == 2
     assert "not a Latent Slot Diffusion model" in capsys.readouterr().err
+    # latent caching: encode the demo's store once, then train LSD on the cached latents
+    assert main(["data", "cache-latents", str(out / "autoencoder" / "model"), str(out / "data"), str(out / "lat"),
+                 "--no-progress"]) == 0
+    from slotlab.data.store import Store
+
+    cached = Store(out / "lat")
+    assert cached["latents"].shape == (40, 4, 16, 16) and "labels" in cached
+    assert main(["train", "lsd_demo", "--out", str(out / "cached-run"), "--no-progress", f"data.path={out / 'lat'}",
+                 "data.val_size=8", "optim.max_steps=2", "trainer.val_every_n_steps=2", "optim.batch_size=4",
+                 "trainer.num_threads=1", f"model.autoencoder={out / 'autoencoder' / 'model'}"]) == 0

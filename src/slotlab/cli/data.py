@@ -48,6 +48,17 @@ def add_data(sub) -> None:
     q.add_argument("path")
     q.set_defaults(func=cmd_info)
 
+    q = dsub.add_parser("cache-latents", help="LSD: encode a store's images once with a frozen autoencoder",
+                        description="Encode every image of the store SRC with an image autoencoder (a slotlab "
+                        "autoencoder folder, a diffusers folder or a hub id) and write a store DST holding latents "
+                        "(posterior mode), images and labels. LSD training on data.path=DST skips the encoder.")
+    q.add_argument("autoencoder", help="autoencoder folder (e.g. runs/ae/model) or hub id")
+    q.add_argument("src", help="a store from `slotlab data convert` or `generate --store`")
+    q.add_argument("dst")
+    q.add_argument("--batch-size", type=int, default=64)
+    q.add_argument("--no-progress", action="store_true")
+    q.set_defaults(func=cmd_cache_latents)
+
     q = dsub.add_parser("generate", help="write a procedural twin in the dataset's published format",
                         description="Generate N scenes of a dataset's procedural twin and write them in the published "
                         "format (TFRecord for DeepMind datasets, a CLEVR v1.0 folder for clevr), ready for "
@@ -142,4 +153,18 @@ def cmd_generate(args) -> int:
         print(json.dumps(store.describe(), indent=2))
         return 0
     print(info.write_twin(Path(args.out), args.num, args.seed))
+    return 0
+
+
+def cmd_cache_latents(args) -> int:
+    from slotlab.data.latents import cache_latents
+    from slotlab.data.registry import store_dataset
+    from slotlab.data.store import Store
+    from slotlab.models.image_autoencoder import load_image_autoencoder
+
+    source = Store(args.src)
+    autoencoder = load_image_autoencoder(args.autoencoder).eval()
+    store = cache_latents(autoencoder, store_dataset(source), args.dst, args.batch_size, progress=not args.no_progress,
+                          attrs={"dataset": source.attrs.get("dataset"), "crop": source.attrs.get("crop")})
+    print(json.dumps(store.describe(), indent=2))
     return 0
