@@ -10,6 +10,7 @@ from pathlib import Path
 
 from slotlab.cli.data import add_data
 from slotlab.cli.lsd import add_reconstruct, demo_lsd
+from slotlab.cli.probe import add_probe
 from slotlab.errors import SlotlabError
 
 
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slotlab", description="Object-centric learning with Slot Attention.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_demo, _add_visualize, add_reconstruct, _add_presets, add_data):
+    for add in (_add_train, _add_eval, _add_demo, _add_visualize, add_reconstruct, add_probe, _add_presets, add_data):
         add(sub)
     return parser
 
