@@ -1,4 +1,4 @@
-"""The ``slotlab`` command: train, eval, demo, visualize, presets, data."""
+"""The ``slotlab`` command: train, eval, demo, visualize, reconstruct, concepts, compose, edit, probe, presets, data."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from slotlab.cli.concepts import add_compose, add_concepts, add_edit
 from slotlab.cli.data import add_data
 from slotlab.cli.lsd import add_reconstruct, demo_lsd
 from slotlab.cli.probe import add_probe
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slotlab", description="Object-centric learning with Slot Attention.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_eval, _add_demo, _add_visualize, add_reconstruct, add_probe, _add_presets, add_data):
+    for add in (_add_train, _add_eval, _add_demo, _add_visualize, add_reconstruct, add_concepts, add_compose, add_edit,
+                add_probe, _add_presets, add_data):
         add(sub)
     return parser
 

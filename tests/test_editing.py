@@ -1,0 +1,253 @@
+"""Slot editing: pick/remove/replace/insert, decoding any set of slots with both model types, compose from a
+concept library, and ``slotlab compose`` / ``slotlab edit`` end to end on tiny models."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from slotlab.concepts import ConceptLibrary, collect_slots
+from slotlab.data.datasets import SceneDataset
+from slotlab.editing import (
+    compose,
+    decode_slots,
+    encode_slots,
+    insert_slot,
+    load_autoencoder_of,
+    pick_slot,
+    remove_slot,
+    replace_slot,
+)
+from slotlab.errors import DataError, SlotlabError
+from slotlab.models import SlotAutoencoder, SlotAutoencoderConfig
+from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderConfig
+from slotlab.models.lsd import LatentSlotDiffusion, LatentSlotDiffusionConfig
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_autoencoder(seed: int = 0) -> SlotAutoencoder:
+    torch.manual_seed(seed)
+    return SlotAutoencoder(SlotAutoencoderConfig(
+        resolution=16, num_slots=3, slot_dim=16, mlp_hidden=16, encoder_channels=[8, 8], decoder_broadcast=16,
+        decoder_channels=[8, 8], decoder_strides=[1, 1], weight_init="torch")).eval()
+
+
+def tiny_lsd(folder, seed: int = 0) -> LatentSlotDiffusion:
+    torch.manual_seed(seed)
+    ae = ImageAutoencoder(ImageAutoencoderConfig(resolution=16, block_out_channels=[8, 16], norm_num_groups=4))
+    ae.save_pretrained(folder / "ae")
+    config = LatentSlotDiffusionConfig(
+        resolution=16, latent_size=8, backbone="cnn", backbone_channels=[16, 16], backbone_strides=[1, 2],
+        num_slots=3, slot_dim=16, mlp_hidden=32, decoder_channels=[16, 32], decoder_layers_per_block=1,
+        decoder_attention_levels=1, decoder_heads=2, decoder_norm_groups=8, cross_attention_dim=16,
+        autoencoder=str(folder / "ae"))
+    return LatentSlotDiffusion(config).eval()
+
+
+def random_images(n: int = 6, r: int = 16, seed: int = 0) -> np.ndarray:
+    """uint8 [n, r, r, 3]"""
+    return np.random.default_rng(seed).integers(0, 256, (n, r, r, 3), dtype=np.uint8)
+
+
+def dataset_of(images: np.ndarray) -> SceneDataset:
+    return SceneDataset(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+
+
+def run_cli(argv) -> int:
+    from slotlab.cli.concepts import add_compose, add_concepts, add_edit
+
+    parser = argparse.ArgumentParser(prog="slotlab")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_concepts, add_compose, add_edit):
+        add(sub)
+    args = parser.parse_args([str(a) for a in argv])
+    try:
+        return args.func(args)
+    except SlotlabError as e:
+        print(f"slotlab: error: {e}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------------------------------------- slot ops
+
+
+def test_remove_replace_insert():
+    s = torch.arange(12.0).view(4, 3)  # K = 4 slots of width 3
+    o = -torch.arange(6.0).view(2, 3) - 1
+    assert torch.equal(remove_slot(s, 1), s[[0, 2, 3]])
+    assert torch.equal(remove_slot(s, -1), s[:3])
+    r = replace_slot(s, 2, o, 1)
+    assert torch.equal(r[2], o[1]) and torch.equal(r[[0, 1, 3]], s[[0, 1, 3]])
+    assert torch.equal(s[2], torch.arange(6.0, 9))  # the input is left alone
+    ins = insert_slot(s, o[0])
+    assert ins.shape == (5, 3) and torch.equal(ins[:4], s) and torch.equal(ins[4], o[0])
+    assert torch.equal(insert_slot(s, o[0], position=0)[0], o[0])
+    # batched: [B, K, D]
+    b = torch.randn(2, 4, 3)
+    ob = torch.randn(2, 5, 3)
+    assert remove_slot(b, 0).shape == (2, 3, 3) and torch.equal(remove_slot(b, 0), b[:, 1:])
+    rb = replace_slot(b, 3, ob, 4)
+    assert torch.equal(rb[:, 3], ob[:, 4]) and torch.equal(rb[:, :3], b[:, :3])
+    assert torch.equal(replace_slot(b, 0, o, 0)[:, 0], o[0].expand(2, 3))  # a single source broadcasts
+    ib = insert_slot(b, ob[:, 2])
+    assert ib.shape == (2, 5, 3) and torch.equal(ib[:, 4], ob[:, 2])
+    assert torch.equal(insert_slot(b, o[1])[:, 4], o[1].expand(2, 3))
+    with pytest.raises(DataError, match="slot 4 does not exist"):
+        remove_slot(s, 4)
+    with pytest.raises(DataError, match="only slot"):
+        remove_slot(s[:1], 0)
+    with pytest.raises(DataError, match="widths differ"):
+        insert_slot(s, torch.zeros(5))
+    with pytest.raises(DataError, match="source slot 2 does not exist"):
+        replace_slot(s, 0, o, 2)
+
+
+def test_pick_slot_by_index_and_pixel():
+    masks = torch.zeros(3, 4, 4)
+    masks[0] = 1
+    masks[0, :2, :2], masks[1, :2, :2] = 0, 1  # slot 1: top-left quarter
+    masks[0, 3, 3], masks[2, 3, 3] = 0, 1  # slot 2: bottom-right pixel
+    assert pick_slot(masks, pixel=(0, 1)) == 1 and pick_slot(masks, pixel=(3, 3)) == 2
+    assert pick_slot(masks, pixel=(2, 0)) == 0
+    assert pick_slot(masks[:, None], pixel=(1, 1)) == 1  # alpha masks [K, 1, H, W]
+    assert pick_slot(masks, pixel=(7, 7), size=8) == 2 and pick_slot(masks, pixel=(3, 3), size=8) == 1
+    attn = masks.flatten(1).T  # attention [N, K]
+    assert pick_slot(attn, pixel=(0, 0)) == 1 and pick_slot(attn, pixel=(15, 15), size=16) == 2
+    assert pick_slot(masks, index=2) == 2 and pick_slot(masks, index=-1) == 2
+    with pytest.raises(DataError, match="outside the 4x4 image"):
+        pick_slot(masks, pixel=(4, 0))
+    with pytest.raises(DataError, match="slot 3 does not exist"):
+        pick_slot(masks, index=3)
+    with pytest.raises(ValueError, match="exactly one"):
+        pick_slot(masks)
+
+
+# --------------------------------------------------------------------------------------------------- decode
+
+
+def test_decode_slots_autoencoder_any_number_of_slots():
+    model = tiny_autoencoder()
+    images = dataset_of(random_images(2))[torch.arange(2)]["image"]
+    enc = encode_slots(model, images, torch.Generator().manual_seed(0))
+    assert enc.masks.shape == (2, 3, 16, 16) and enc.source == "alpha"
+    out = decode_slots(model, enc.slots)
+    assert out.shape == (2, 3, 16, 16) and out.min() >= -1 and out.max() <= 1
+    torch.testing.assert_close(out, model.decode(enc.slots).reconstruction.clamp(-1, 1))
+    assert decode_slots(model, remove_slot(enc.slots, 0)).shape == (2, 3, 16, 16)
+    assert decode_slots(model, torch.randn(5, 16)).shape == (1, 3, 16, 16)  # [K, D]: one image of 5 slots
+    assert load_autoencoder_of(model) is None
+    with pytest.raises(DataError, match="width 8"):
+        decode_slots(model, torch.randn(1, 2, 8))
+
+
+def test_decode_slots_lsd(tmp_path):
+    model = tiny_lsd(tmp_path)
+    slots = torch.randn(2, 4, 16, generator=torch.Generator().manual_seed(0))  # 4 slots: the model was built for 3
+    out = decode_slots(model, slots, steps=2, seed=3)
+    assert out.shape == (2, 3, 16, 16) and out.min() >= -1 and out.max() <= 1
+    ae = load_autoencoder_of(model)
+    torch.testing.assert_close(decode_slots(model, slots, steps=2, seed=3, autoencoder=ae), out)  # seeded
+    assert not torch.allclose(decode_slots(model, slots, steps=2, seed=4, autoencoder=ae), out)
+    assert decode_slots(model, slots[0, :1], steps=2, sampler="ddim", autoencoder=ae).shape == (1, 3, 16, 16)
+
+
+def test_compose_from_library(tmp_path):
+    model = tiny_lsd(tmp_path)
+    col = collect_slots(model, dataset_of(random_images(6)), progress=False, mask_size=8)
+    lib = ConceptLibrary.build(col, 4)
+    ae = load_autoencoder_of(model)
+    images, prompt = compose(model, lib, [0, [1, 2]], n=3, seed=1, steps=2, autoencoder=ae)
+    assert images.shape == (3, 3, 16, 16) and len(prompt["scenes"]) == 3
+    for scene in prompt["scenes"]:
+        assert scene["concepts"][0] == 0 and scene["concepts"][1] in (1, 2) and len(scene["members"]) == 2
+        for c, (img, slot) in zip(scene["concepts"], scene["members"]):
+            row = ((lib.image_index == img) & (lib.slot_index == slot)).nonzero()[0, 0]
+            assert lib.labels[row] == c  # the member belongs to its concept
+    again, prompt2 = compose(model, lib, [0, [1, 2]], n=3, seed=1, steps=2, autoencoder=ae)
+    assert prompt2 == prompt and torch.allclose(again, images)
+    _, p = compose(model, lib, None, n=2, seed=0, num_concepts=3, top=1, steps=1, autoencoder=ae)
+    for scene in p["scenes"]:
+        assert len(set(scene["concepts"])) == 3
+        for c, (img, slot) in zip(scene["concepts"], scene["members"]):  # top=1: the nearest member
+            row = int(lib.nearest_members(c, 1)[0])
+            assert (int(lib.image_index[row]), int(lib.slot_index[row])) == (img, slot)
+    with pytest.raises(DataError, match="concept 9 does not exist"):
+        compose(model, lib, [9], n=1, autoencoder=ae)
+    with pytest.raises(DataError, match="cannot draw 5 distinct concepts"):
+        compose(model, lib, None, n=1, num_concepts=5, autoencoder=ae)
+
+
+# ------------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_compose_and_edit_lsd(tmp_path, capsys):
+    from slotlab.data import save_npz
+
+    tiny_lsd(tmp_path).save_pretrained(tmp_path / "lsd")
+    save_npz(tmp_path / "data.npz", random_images(6))
+    common = ["--checkpoint", tmp_path / "lsd", "--data", tmp_path / "data.npz"]
+    lib = tmp_path / "lib.safetensors"
+    assert run_cli(["concepts", "build", *common, "--k", 3, "--out", lib, "--no-progress", "--mask-size", 8]) == 0
+    assert ConceptLibrary.load(lib).metadata["model_type"] == "lsd"
+    out = tmp_path / "gen" / "grid.png"
+    assert run_cli(["compose", "--checkpoint", tmp_path / "lsd", "--library", lib, "--out", out, "--concepts", "0",
+                    "1,2", "--num", 2, "--steps", 2]) == 0
+    prompt = json.loads((tmp_path / "gen" / "prompt.json").read_text())
+    assert prompt["concepts"] == [0, [1, 2]] and len(prompt["scenes"]) == 2 and prompt["steps"] == 2
+    # composed | slot 0 | slot 1 columns, two rows, scale 16
+    assert Image.open(out).size == (2 + 3 * (256 + 2), 14 + 2 + 2 * (256 + 2))
+    # the model defaults to the library's; random concepts
+    assert run_cli(["compose", "--library", lib, "--out", tmp_path / "g2.png", "--num-concepts", 2, "--num", 1,
+                    "--steps", 1]) == 0
+    for op in (["--remove-slot", 1], ["--remove-at", 3, 4], ["--replace-slot", 0, "--from-image", 2, "--from-slot", 1],
+               ["--insert-from-image", 3, "--insert-slot", 0]):
+        png = tmp_path / "edit.png"
+        assert run_cli(["edit", *common, "--image", 1, "--out", png, "--steps", 2, *op]) == 0, op
+        assert png.is_file()
+        png.unlink()
+    assert "inserted slot 0 of image 3" in capsys.readouterr().out
+    # errors: one line, exit code 2
+    assert run_cli(["edit", *common, "--image", 1, "--out", tmp_path / "e.png", "--replace-slot", 0]) == 2
+    assert "--replace-slot needs --from-image and --from-slot" in capsys.readouterr().err
+    assert run_cli(["edit", *common, "--image", 6, "--out", tmp_path / "e.png", "--remove-slot", 0]) == 2
+    assert "image 6 does not exist" in capsys.readouterr().err
+    assert run_cli(["edit", *common, "--image", 0, "--out", tmp_path / "e.png", "--remove-slot", 3]) == 2
+    assert "slot 3 does not exist" in capsys.readouterr().err
+    assert run_cli(["compose", "--library", lib, "--out", tmp_path / "e.png", "--concepts", "x"]) == 2
+    assert "'x' is not a concept id" in capsys.readouterr().err
+    assert run_cli(["edit", "--checkpoint", tmp_path / "lsd", "--image", 0, "--out", tmp_path / "e.png",
+                    "--remove-slot", 0]) == 2
+    assert "pass --data" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # two operations at once
+        run_cli(["edit", *common, "--image", 0, "--out", tmp_path / "e.png", "--remove-slot", 0, "--remove-at", 1, 1])
+    assert not (tmp_path / "e.png").exists()
+
+
+def test_cli_edit_autoencoder(tmp_path, capsys):
+    from slotlab.data import save_npz
+
+    tiny_autoencoder().save_pretrained(tmp_path / "m")
+    save_npz(tmp_path / "data.npz", random_images(4))
+    out = tmp_path / "ba.png"
+    assert run_cli(["edit", "--checkpoint", tmp_path / "m", "--data", tmp_path / "data.npz", "--image", 0, "--out", out,
+                    "--replace-slot", 1, "--from-image", 3, "--from-slot", 2]) == 0
+    # input | slot 1 | reconstruction | edited | image 3 | its slot 2, at scale 16
+    assert Image.open(out).size == (2 + 6 * (256 + 2), 14 + 2 + 256 + 2)
+    ae = ImageAutoencoder(ImageAutoencoderConfig(resolution=16, block_out_channels=[8, 16], norm_num_groups=4))
+    ae.save_pretrained(tmp_path / "ae")
+    assert run_cli(["edit", "--checkpoint", tmp_path / "ae", "--data", tmp_path / "data.npz", "--image", 0, "--out",
+                    out, "--remove-slot", 0]) == 2
+    assert "only with a Latent Slot Diffusion or an object discovery" in capsys.readouterr().err
