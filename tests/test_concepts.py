@@ -12,7 +12,13 @@ import torch
 from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 
-from slotlab.concepts import ConceptLibrary, SlotCollection, collect_slots, concept_sheet, kmeans
+from slotlab.concepts import (
+    ConceptLibrary,
+    SlotCollection,
+    collect_slots,
+    concept_sheet,
+    kmeans,
+)
 from slotlab.data.datasets import SceneDataset
 from slotlab.errors import ConfigError, DataError, SlotlabError
 from slotlab.models import SlotAutoencoder, SlotAutoencoderConfig

@@ -24,7 +24,12 @@ from slotlab.metrics.fid import (
     frechet_distance,
     kernel_inception_distance,
 )
-from slotlab.modules.inception import FID_WEIGHTS_NAME, FID_WEIGHTS_URL, FIDInceptionV3, load_fid_inception
+from slotlab.modules.inception import (
+    FID_WEIGHTS_NAME,
+    FID_WEIGHTS_URL,
+    FIDInceptionV3,
+    load_fid_inception,
+)
 
 # Pinned: torchvision's Inception-v3 without AuxLogits, 1008-way fc (the FID weights file's layout).
 NUM_PARAMS = 23_850_960

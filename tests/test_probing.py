@@ -239,7 +239,10 @@ def test_collect_from_other_slot_models(kind, tmp_path):
             num_slots=3, slot_dim=16, mlp_hidden=32, decoder_channels=[16, 32], decoder_layers_per_block=1,
             decoder_attention_levels=1, decoder_heads=2, decoder_norm_groups=8, cross_attention_dim=16))
     else:
-        from slotlab.models.set_prediction import SlotSetPredictor, SlotSetPredictorConfig
+        from slotlab.models.set_prediction import (
+            SlotSetPredictor,
+            SlotSetPredictorConfig,
+        )
 
         model = SlotSetPredictor(SlotSetPredictorConfig(resolution=16, encoder_channels=[8, 8, 8, 8], num_slots=3,
                                                         slot_dim=16, mlp_hidden=16, head_hidden=16))

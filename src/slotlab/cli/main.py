@@ -10,7 +10,7 @@ from pathlib import Path
 
 from slotlab.cli.concepts import add_compose, add_concepts, add_edit
 from slotlab.cli.data import add_data
-from slotlab.cli.lsd import add_reconstruct, demo_lsd
+from slotlab.cli.lsd import add_fid, add_reconstruct, demo_lsd
 from slotlab.cli.probe import add_probe
 from slotlab.errors import SlotlabError
 
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_train, _add_eval, _add_demo, _add_visualize, add_reconstruct, add_concepts, add_compose, add_edit,
-                add_probe, _add_presets, add_data):
+                add_fid, add_probe, _add_presets, add_data):
         add(sub)
     return parser
 
