@@ -85,6 +85,7 @@ def test_lsd_loss_gradients_noise_schedule_and_sampling():
         torch.testing.assert_close(lat, again)  # seeded sampling repeats
     guided = model.generate(out.slots.detach()[:2], steps=3, guidance=3.0, generator=torch.Generator().manual_seed(1))
     assert not torch.allclose(guided, model.generate(out.slots.detach()[:2], steps=3, generator=torch.Generator().manual_seed(1)))
+    assert model.sampler("ddim").config.clip_sample is False  # latents are not in [-1, 1]: never clipped
     with pytest.raises(ValueError, match="unknown sampler"):
         model.sampler("euler")
 
@@ -149,3 +150,7 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     assert main(["train", "lsd_demo", "--out", str(out / "cached-run"), "--no-progress", f"data.path={out / 'lat'}",
                  "data.val_size=8", "optim.max_steps=2", "trainer.val_every_n_steps=2", "optim.batch_size=4",
                  "trainer.num_threads=1", f"model.autoencoder={out / 'autoencoder' / 'model'}"]) == 0
+    capsys.readouterr()
+    assert main(["train", "lsd_demo", "--out", str(out / "bad-run"), "--no-progress", f"data.path={out / 'lat'}",
+                 "data.val_size=8", "optim.max_steps=1", "model.autoencoder=stabilityai/stable-diffusion-2-1"]) == 2
+    assert "holds latents of the autoencoder" in capsys.readouterr().err

@@ -43,7 +43,7 @@ def test_store_writer_round_trip_and_refuses_other_conversions(tmp_path):
     w.append({"a": a}, 1)
     with pytest.raises(DataError, match="field 'a'"):
         w.append({"a": a.astype(np.float32)}, 2)
-    with pytest.raises(DataError, match="conversion is unfinished"):
+    with pytest.raises(DataError, match="unfinished"):
         Store(tmp_path / "t")
 
 
@@ -65,7 +65,7 @@ class Interrupt(Exception):
 def test_interrupted_conversion_resumes_without_redoing_work(tetro, tmp_path, monkeypatch):
     info = registry.dataset_info("tetrominoes")
     attrs = {"dataset": "tetrominoes", "split": "train", "source": str(tetro["path"].resolve()), "resolution": 32,
-             "crop": [1, 1, 32, 32]}
+             "crop": [1, 1, 32, 32], "limit": None, "antialias": False}
 
     def interrupted(after):
         for i, ex in enumerate(info.read(tetro["path"], "train", 0)):
@@ -149,7 +149,7 @@ def test_download_from_a_mirror_and_offline_error(tetro, tmp_path):
 
 
 def test_movi_download_reads_tfds_shard_list(tmp_path):
-    base = tmp_path / "mirror" / "kubric-public" / "tfds" / "movi_e" / "128x128" / "1.0.0"
+    base = tmp_path / "mirror" / "kubric-public" / "tfds" / "movi_e" / "256x256" / "1.0.0"
     base.mkdir(parents=True)
     info = {"splits": [{"name": "train", "shardLengths": ["3", "2"]}, {"name": "validation", "shardLengths": ["1"]}]}
     (base / "dataset_info.json").write_text(json.dumps(info))
@@ -216,3 +216,27 @@ def test_convert_clevrtex_movi_and_image_folders(tmp_path):
         Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"{i}.png")
     store = convert_dataset("images", tmp_path / "imgs", tmp_path / "s3", resolution=8, progress=False)
     assert store["image"].shape == (3, 3, 8, 8) and "labels" not in store
+
+
+def test_store_splits_keep_videos_whole_and_val_path_test_is_disjoint(tmp_path):
+    w = StoreWriter(tmp_path / "frames", {"resolution": 4})
+    video = np.repeat(np.arange(10), 5)  # 10 videos x 5 frames
+    w.append({"image": np.zeros((50, 3, 4, 4), np.uint8), "video": video}, 50)
+    w.finish()
+    cfg = DataConfig(dataset="movi_e", path=str(tmp_path / "frames"), val_size=7, resolution=4)
+    train, val, test = (build_dataset(cfg, s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (40, 5, 5)  # cuts moved from 36 / 43 to the next video starts
+    assert set(train.extra["video"].tolist()).isdisjoint(val.extra["video"].tolist())
+    w = StoreWriter(tmp_path / "val", {"resolution": 4})
+    w.append({"image": np.zeros((12, 3, 4, 4), np.uint8)}, 12)
+    w.finish()
+    cfg = DataConfig(dataset="movi_e", path=str(tmp_path / "frames"), val_path=str(tmp_path / "val"), val_size=5,
+                     resolution=4)
+    assert (len(build_dataset(cfg, "train")), len(build_dataset(cfg, "val")), len(build_dataset(cfg, "test"))) == (50, 5, 7)
+
+
+def test_store_path_with_tilde(tetro, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    convert_dataset("tetrominoes", tetro["path"], tmp_path / "s", progress=False)
+    cfg = DataConfig(dataset="tetrominoes", path="~/s", val_size=50, crop=[1, 1, 32, 32], resolution=32)
+    assert len(build_dataset(cfg, "train")) == 200

@@ -165,6 +165,7 @@ def cmd_cache_latents(args) -> int:
     source = Store(args.src)
     autoencoder = load_image_autoencoder(args.autoencoder).eval()
     store = cache_latents(autoencoder, store_dataset(source), args.dst, args.batch_size, progress=not args.no_progress,
-                          attrs={"dataset": source.attrs.get("dataset"), "crop": source.attrs.get("crop")})
+                          attrs={"dataset": source.attrs.get("dataset"), "crop": source.attrs.get("crop"),
+                                 "autoencoder_ref": str(args.autoencoder)})
     print(json.dumps(store.describe(), indent=2))
     return 0

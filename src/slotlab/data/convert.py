@@ -26,7 +26,7 @@ from slotlab.data.transforms import masks_to_labels, prepare_images, prepare_lab
 _IMAGE_KEYS = {"image", "mask", "labels"}
 
 
-def _stack_images(images: list[np.ndarray], crop: list[int] | None, resolution: int) -> np.ndarray:
+def _stack_images(images: list[np.ndarray], crop: list[int] | None, resolution: int, antialias: bool = False) -> np.ndarray:
     out = np.empty((len(images), 3, resolution, resolution), np.uint8)
     shapes = np.array([a.shape for a in images])
     for shape in np.unique(shapes, axis=0):  # images of one size are resized together
@@ -36,14 +36,15 @@ def _stack_images(images: list[np.ndarray], crop: list[int] | None, resolution: 
             x = np.repeat(x, 3, axis=-1)
         elif x.shape[-1] == 4:
             x = x[..., :3]
-        out[idx] = prepare_images(x, crop, resolution).numpy()
+        out[idx] = prepare_images(x, crop, resolution, antialias=antialias).numpy()
     return out
 
 
-def examples_to_items(examples: list[dict], crop: list[int] | None, resolution: int) -> dict[str, np.ndarray]:
+def examples_to_items(examples: list[dict], crop: list[int] | None, resolution: int,
+                      antialias: bool = False) -> dict[str, np.ndarray]:
     """A list of reader examples -> arrays of stored fields with a leading item axis."""
     first = examples[0]
-    items = {"image": _stack_images([e["image"] for e in examples], crop, resolution)}
+    items = {"image": _stack_images([e["image"] for e in examples], crop, resolution, antialias)}
     if "mask" in first or "labels" in first:
         labels = [masks_to_labels(e["mask"][None]) if "mask" in e else torch.as_tensor(e["labels"])[None] for e in examples]
         items["labels"] = np.concatenate([prepare_labels(y, crop, resolution).numpy() for y in labels])
@@ -61,7 +62,7 @@ def examples_to_items(examples: list[dict], crop: list[int] | None, resolution: 
 
 def convert_examples(examples: Iterable[dict | None], dst: str | Path, attrs: dict, crop: list[int] | None,
                      resolution: int, start: int = 0, total: int | None = None, limit: int | None = None,
-                     chunk: int = 256, progress: bool = True) -> Store:
+                     chunk: int = 256, progress: bool = True, antialias: bool = False) -> Store:
     """Write ``examples`` (the source from record ``start`` on) into the store at ``dst``."""
     writer = StoreWriter(dst, attrs)  # opened twice when resuming: once to learn `start`, once here (cheap)
     consumed = writer.consumed
@@ -81,11 +82,12 @@ def convert_examples(examples: Iterable[dict | None], dst: str | Path, attrs: di
             consumed += 1
             bar.update(1)
             if len(pending) == chunk:
-                items = examples_to_items(pending, crop, resolution)
+                items = examples_to_items(pending, crop, resolution, antialias)
                 writer.append(items | {"source_index": np.array(indices, np.int64)}, consumed)
                 pending, indices = [], []
         if pending:
-            writer.append(examples_to_items(pending, crop, resolution) | {"source_index": np.array(indices, np.int64)}, consumed)
+            writer.append(examples_to_items(pending, crop, resolution, antialias) | {"source_index": np.array(indices, np.int64)},
+                          consumed)
         elif consumed != writer.consumed:
             writer.skip(consumed)
     return writer.finish()
@@ -110,13 +112,15 @@ def convert_dataset(name: str, src: str | Path, dst: str | Path, split: str = "t
     if not src.exists():
         raise DataError(f"source not found: {src}")
     resolution = resolution or info.resolution
-    attrs = {"dataset": name, "split": split, "source": str(src.resolve()), "resolution": resolution, "crop": info.crop}
+    attrs = {"dataset": name, "split": split, "source": str(src.resolve()), "resolution": resolution, "crop": info.crop,
+             "limit": limit, "antialias": info.antialias}
     writer = StoreWriter(dst, attrs)
     if writer.complete:
         return Store(dst)
     total = info.num_records if split == "train" else None
     return convert_examples(info.read(src, split, writer.consumed), dst, attrs, info.crop, resolution,
-                            start=writer.consumed, total=total, limit=limit, chunk=chunk, progress=progress)
+                            start=writer.consumed, total=total, limit=limit, chunk=chunk, progress=progress,
+                            antialias=info.antialias)
 
 
 def write_procedural_store(name: str, dst: str | Path, n: int, seed: int = 0, resolution: int | None = None,
@@ -144,5 +148,5 @@ def write_procedural_store(name: str, dst: str | Path, n: int, seed: int = 0, re
             for j in range(len(d["image"])):
                 yield {k: d[k][j] for k in keys}
 
-    return convert_examples(examples(), dst, attrs, info.crop, resolution, start=writer.consumed, total=n,
+    return convert_examples(examples(), dst, attrs, info.crop, resolution, start=writer.consumed, total=n, limit=n,
                             chunk=chunk, progress=progress)

@@ -50,6 +50,7 @@ class DatasetInfo:
     write_twin: TwinWriter | None = None  # procedural twin, written in the published format
     downloads: tuple[str, ...] = ()  # URLs fetched by `slotlab data download`
     manual_download: str | None = None  # instructions where no direct download exists
+    antialias: bool = False  # antialiased resizing (large downscales: FFHQ, photos); the papers' data: off
 
 
 # --- readers ----------------------------------------------------------------------------------------------------
@@ -210,16 +211,18 @@ DATASETS: dict[str, DatasetInfo] = {
                       manual_download=f"download clevrtex_{v} from https://www.robots.ox.ac.uk/~vgg/data/clevrtex/ "
                       f"and unpack it so that ROOT/clevrtex_{v}/0/CLEVRTEX_{v}_000000.png exists")
           for v in ("full", "outd", "camo")],
-        *[DatasetInfo(name, (128, 128), entities, f"Kubric MOVi-{name[-1].upper()} frames, TFDS shards "
-                      f"(gs://kubric-public/tfds/{name}/128x128/1.0.0)", None, 128, _movi_reader(name),
+        *[DatasetInfo(name, (256, 256), entities, f"Kubric MOVi-{name[-1].upper()} frames, TFDS shards "
+                      f"(gs://kubric-public/tfds/{name}/256x256/1.0.0, also 128x128)", None, 256, _movi_reader(name),
                       ("train", "validation", "test"), None,
-                      downloads=(f"https://storage.googleapis.com/kubric-public/tfds/{name}/128x128/1.0.0",))
+                      downloads=tuple(f"https://storage.googleapis.com/kubric-public/tfds/{name}/{s}x{s}/1.0.0"
+                                      for s in (256, 128)))
           for name, entities in (("movi_c", 11), ("movi_e", 24))],
         DatasetInfo("ffhq", (1024, 1024), 0, "FFHQ 1024x1024 PNGs (https://github.com/NVlabs/ffhq-dataset)", None,
                     256, _ffhq_reader, ("train", "test"),
                     manual_download="download images1024x1024 with the FFHQ repository's download_ffhq.py "
-                    "(https://github.com/NVlabs/ffhq-dataset) and pass its parent folder"),
-        DatasetInfo("images", (0, 0), 0, "any folder or glob of images (no masks)", None, 128, _image_reader),
+                    "(https://github.com/NVlabs/ffhq-dataset) and pass its parent folder", antialias=True),
+        DatasetInfo("images", (0, 0), 0, "any folder or glob of images (no masks)", None, 128, _image_reader,
+                    antialias=True),
         DatasetInfo("npz", (0, 0), 0, "bring-your-own .npz: image uint8 [N,H,W,3], optional mask "
                     "(the last val_size images validate)"),
     ]
@@ -256,23 +259,41 @@ def _procedural(info: DatasetInfo, cfg: DataConfig, split: str) -> SceneDataset:
     labels = d.get("mask", d.get("labels"))
     extra = {"targets": d["targets"]} if "targets" in d else {}
     images = np.repeat(d["image"], 3, axis=-1) if d["image"].shape[-1] == 1 else d["image"]
-    return to_scene_dataset(images, None if labels is None else masks_to_labels(labels).numpy(), cfg.crop,
+    crop = cfg.crop if cfg.crop is not None else info.crop  # the papers' crop unless the config sets one
+    return to_scene_dataset(images, None if labels is None else masks_to_labels(labels).numpy(), crop,
                             cfg.resolution, **extra)
 
 
+def _boundary(video: np.ndarray, i: int) -> int:
+    """The first index >= i where a new video starts (frames of one video stay in one split)."""
+    starts = np.flatnonzero(np.diff(np.asarray(video)) != 0) + 1
+    later = starts[starts >= i]
+    return int(later[0]) if len(later) else len(video)
+
+
 def _from_store(cfg: DataConfig, split: str) -> SceneDataset:
-    store = Store(cfg.path)
+    store = Store(Path(cfg.path).expanduser())
     if store.attrs.get("resolution") != cfg.resolution:
         raise DataError(f"{cfg.path} was converted at resolution {store.attrs.get('resolution')}, the config asks for "
                         f"{cfg.resolution}; convert again with --resolution {cfg.resolution}")
-    if cfg.val_path and split != "train":
-        val = Store(cfg.val_path)
-        return store_dataset(val, slice(0, cfg.val_size) if split == "val" else slice(None))
     v = cfg.val_size
+    if cfg.val_path and split != "train":
+        val = Store(Path(cfg.val_path).expanduser())
+        if len(val) <= v:
+            raise DataError(f"{cfg.val_path} has {len(val)} items: validation takes the first val_size = {v}, "
+                            "test the rest, so it needs more")
+        return store_dataset(val, slice(0, v) if split == "val" else slice(v, None))
+    if cfg.val_path:
+        return store_dataset(store)
     if len(store) <= 2 * v:
         raise DataError(f"{cfg.path} has {len(store)} items: too few to hold out 2 x val_size = {2 * v}")
     n = len(store)
-    return store_dataset(store, {"train": slice(0, n - 2 * v), "val": slice(n - 2 * v, n - v), "test": slice(n - v, n)}[split])
+    a, b = n - 2 * v, n - v
+    if "video" in store:  # frames: cut at video boundaries so no video is split between train, val and test
+        a, b = _boundary(store["video"], a), _boundary(store["video"], b)
+        if not 0 < a < b < n:
+            raise DataError(f"{cfg.path}: too few videos to hold out validation and test; set data.val_path")
+    return store_dataset(store, {"train": slice(0, a), "val": slice(a, b), "test": slice(b, n)}[split])
 
 
 def _npz(cfg: DataConfig, split: str) -> SceneDataset:
@@ -293,7 +314,7 @@ def build_dataset(cfg: DataConfig, split: str) -> SceneDataset:
     if info.name == "npz":
         return _npz(cfg, split)
     if cfg.path:
-        if not is_store(cfg.path):
+        if not is_store(Path(cfg.path).expanduser()):
             raise DataError(f"data.path={cfg.path} is not a converted dataset; run `slotlab data convert "
                             f"{info.name} {cfg.path} DIR` once and set data.path=DIR")
         return _from_store(cfg, split)

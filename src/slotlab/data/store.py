@@ -120,8 +120,8 @@ class Store:
         self.root = Path(root)
         meta = _read_meta(self.root)
         if not meta["complete"] and not allow_incomplete:
-            raise DataError(f"{self.root}: the conversion is unfinished ({meta['count']} items); run the same "
-                            "`slotlab data convert` again to resume it")
+            raise DataError(f"{self.root}: unfinished ({meta['count']} items written); run the command that made it "
+                            "(`slotlab data convert`, `generate --store` or `cache-latents`) again to resume it")
         self.meta, self.attrs, self.fields = meta, meta["attrs"], meta["fields"]
         self.arrays: dict[str, np.ndarray] = {}
         for name, spec in self.fields.items():
@@ -144,6 +144,6 @@ class Store:
 
     def describe(self) -> dict:
         """What ``slotlab data info`` prints."""
-        return {"path": str(self.root), "items": len(self), "complete": self.meta["complete"],
-                "source_records_read": self.meta["consumed"], **self.attrs,
+        return {**self.attrs, "path": str(self.root), "items": len(self), "complete": self.meta["complete"],
+                "source_records_read": self.meta["consumed"],
                 "fields": {k: f"{v['dtype']} {v['shape']}" for k, v in self.fields.items()}}

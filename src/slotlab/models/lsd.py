@@ -105,7 +105,7 @@ class LatentSlotDiffusion(nn.Module, PyTorchModelHubMixin, library_name="slotlab
                                            c.position_embedding)
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start,
                                              beta_end=c.beta_end, beta_schedule=c.beta_schedule,
-                                             prediction_type="epsilon")
+                                             prediction_type="epsilon", clip_sample=False)  # latents are not in [-1, 1]
 
     @property
     def feature_size(self) -> int:

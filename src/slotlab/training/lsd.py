@@ -19,9 +19,9 @@ class LSDModule(SlotModule):
 
     def __init__(self, config, autoencoder: ImageAutoencoder | None = None):
         super().__init__(config)
-        # frozen and kept out of the module tree: not optimised, not saved in checkpoints (it has its own files)
-        ae = autoencoder if autoencoder is not None else load_image_autoencoder(self.config.model.autoencoder)
-        self._autoencoder = [ae.eval().requires_grad_(False)]
+        # frozen and kept out of the module tree: not optimised, not saved in checkpoints (it has its own files);
+        # loaded on first use, so models trained on cached latents (and segmentation-only uses) never need it
+        self._autoencoder = [] if autoencoder is None else [autoencoder.eval().requires_grad_(False)]
         self._fg_ari: list[torch.Tensor] = []
         self._segmentation = SegmentationScores()
 
@@ -30,6 +30,8 @@ class LSDModule(SlotModule):
 
     @property
     def autoencoder(self) -> ImageAutoencoder:
+        if not self._autoencoder:
+            self._autoencoder.append(load_image_autoencoder(self.config.model.autoencoder).eval().requires_grad_(False))
         ae = self._autoencoder[0]
         if next(ae.parameters()).device != self.device:
             ae.to(self.device)

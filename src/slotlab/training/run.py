@@ -122,6 +122,29 @@ def build_trainer(config: ExperimentConfig, out_dir: Path, progress: bool = True
     )
 
 
+def _check_latent_cache(config: ExperimentConfig) -> None:
+    """Latents cached by one autoencoder must be decoded by the same one: refuse a mismatch."""
+    from slotlab.data.store import Store, is_store
+
+    if not config.data.path or not is_store(Path(config.data.path).expanduser()):
+        return
+    attrs = Store(Path(config.data.path).expanduser(), allow_incomplete=True).attrs
+    if attrs.get("kind") != "latents":
+        return
+    if config.task != "lsd":
+        return
+    ref = attrs.get("autoencoder_ref")
+    same = ref is not None and (ref == config.model.autoencoder or
+                                Path(ref).expanduser().resolve() == Path(config.model.autoencoder).expanduser().resolve())
+    if not same:
+        raise ConfigError(f"{config.data.path} holds latents of the autoencoder {ref!r} but model.autoencoder is "
+                          f"{config.model.autoencoder!r}; set model.autoencoder={ref}")
+    down = attrs.get("downsample")
+    if down and config.model.resolution // down != config.model.latent_size:
+        raise ConfigError(f"model.latent_size={config.model.latent_size} but the cached latents are "
+                          f"{config.model.resolution // down}x{config.model.resolution // down}")
+
+
 def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True,
           callbacks: list[Callback] | None = None) -> TrainResult:
     """Train ``config`` into ``out_dir``: checkpoints/ (last.ckpt, and best.ckpt by the task's validation metric when
@@ -137,6 +160,7 @@ def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = No
     if train_set.resolution != config.model.resolution:
         raise ConfigError(f"data.resolution {train_set.resolution} differs from model.resolution {config.model.resolution}")
     data = SceneDataModule(train_set, val_set, config.optim.batch_size, config.trainer.seed, config.data.num_workers)
+    _check_latent_cache(config)
     if config.task == "set_prediction" and "targets" not in train_set.extra:
         raise ConfigError(f"task set_prediction needs a dataset with targets (e.g. clevr), not {config.data.dataset!r}")
     module = TASKS[config.task][0](config)
@@ -146,6 +170,8 @@ def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = No
         last = out_dir / "checkpoints" / "last.ckpt"
         resume = str(last) if last.is_file() else None
     trainer.fit(module, datamodule=data, ckpt_path=resume)
+    if config.task == "autoencoder" and trainer.is_global_zero:  # last.ckpt again, now with the scaling factor
+        trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt")
     model_dir = out_dir / "model"
     if trainer.is_global_zero:
         save_trained(module.model, config, model_dir)

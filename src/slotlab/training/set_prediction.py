@@ -36,10 +36,12 @@ class SetPredictionModule(SlotModule):
         self._val_outputs.append((out.predictions.float().cpu(), batch["targets"].float().cpu()))
 
     def on_validation_epoch_end(self):
-        if not self._val_outputs:
+        k, f = self.config.model.num_slots, self.config.model.num_outputs
+        local_p = torch.cat([p for p, _ in self._val_outputs]) if self._val_outputs else torch.zeros(0, k, f)
+        local_t = torch.cat([t for _, t in self._val_outputs]) if self._val_outputs else torch.zeros(0, 10, f)
+        preds, targets = self.gather_rows(local_p), self.gather_rows(local_t)  # every rank joins the gather
+        if len(preds) == 0:
             return
-        preds = self.gather_rows(torch.cat([p for p, _ in self._val_outputs]))
-        targets = self.gather_rows(torch.cat([t for _, t in self._val_outputs]))
         self._val_outputs.clear()
         aps = average_precisions(preds, targets)
         self.log_dict({f"val/{k}": v for k, v in aps.items()}, prog_bar=False)
