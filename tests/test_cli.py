@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from slotlab.evaluation import evaluate_object_discovery
 from slotlab.models import SlotAutoencoder
 from slotlab.models.object_discovery import SlotAutoencoderConfig
 
-PRESETS = ["clevr6", "multi_dsprites", "tetrominoes", "tetrominoes_demo"]
+PRESETS = sorted(p.stem for p in (Path(__file__).parents[1] / "configs").glob("*.yaml"))
 NUM_IMAGES, K = 6, 4
 
 
@@ -103,9 +104,10 @@ def test_missing_subcommand_is_a_usage_error(capsys):
 # --------------------------------------------------------------------------------- presets
 
 
-def test_presets_lists_the_four_presets(capsys):
+def test_presets_lists_every_preset(capsys):
     assert main(["presets"]) == 0
     assert capsys.readouterr().out.split() == PRESETS
+    assert {"clevr6", "tetrominoes_demo", "clevr_set_prediction", "lsd_movi_e", "autoencoder"} <= set(PRESETS)
 
 
 def test_presets_prints_one_as_yaml(capsys):

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from slotlab.config import (
+    MODEL_CONFIGS,
     ExperimentConfig,
     apply_overrides,
     config_from_dict,
@@ -31,7 +32,7 @@ def test_presets_found():
 def test_every_preset_loads(name):
     cfg = load_config(name)
     assert isinstance(cfg, ExperimentConfig)
-    assert isinstance(cfg.model, SlotAutoencoderConfig)
+    assert isinstance(cfg.model, MODEL_CONFIGS[cfg.task])
     assert cfg.name == name
     assert cfg.model.resolution == cfg.data.resolution
     # loading by path gives the same config
