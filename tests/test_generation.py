@@ -12,13 +12,7 @@ from slotlab.generation import (
     shuffle_slots,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_batch_shift_takes_slot_i_from_image_b_plus_i():

@@ -11,13 +11,7 @@ from slotlab.modules import build_grid
 from slotlab.modules.backbones import UNetBackbone
 from slotlab.modules.slot_unet import PositionalAttnProcessor, SlotConditionedUNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**kw) -> LatentSlotDiffusionConfig:

@@ -8,12 +8,8 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from slotlab.modules import (
-    CNNEncoder,
-    SlotAttention,
-    SpatialBroadcastDecoder,
-    keras_init_,
-)
+from slotlab.models.common import init_weights, slot_encoder
+from slotlab.modules import SpatialBroadcastDecoder
 
 
 @dataclass
@@ -64,22 +60,12 @@ class SlotAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="slotlab", t
             config = SlotAutoencoderConfig(**config)
         self.config = config
         c = config
-        self.encoder = CNNEncoder(
-            c.resolution, c.encoder_channels, c.encoder_kernel, c.encoder_strides, out_dim=c.slot_dim, ln_eps=c.ln_eps,
-            pos_frequencies=c.encoder_pos_frequencies,
-        )
-        self.slot_attention = SlotAttention(
-            c.num_slots, c.slot_dim, num_iterations=c.num_iterations, mlp_hidden=c.mlp_hidden, eps=c.attn_eps,
-            ln_eps=c.ln_eps, init=c.slot_init, implicit_grad=c.implicit_grad,
-        )
+        self.encoder, self.slot_attention = slot_encoder(c)
         self.decoder = SpatialBroadcastDecoder(
             c.slot_dim, c.resolution, c.decoder_broadcast, c.decoder_channels, c.decoder_strides,
             c.decoder_kernel, c.decoder_out_kernel, c.decoder_pos_frequencies,
         )
-        if c.weight_init == "keras":
-            keras_init_(self)
-        elif c.weight_init != "torch":
-            raise ValueError(f"unknown weight_init {c.weight_init!r}: use 'keras' or 'torch'")
+        init_weights(self, c.weight_init)
 
     @property
     def feature_size(self) -> int:

@@ -13,7 +13,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from slotlab.modules import CNNEncoder, SlotAttention, keras_init_
+from slotlab.models.common import init_weights, slot_encoder
 
 
 @dataclass
@@ -57,20 +57,10 @@ class SlotSetPredictor(nn.Module, PyTorchModelHubMixin, library_name="slotlab", 
         if isinstance(config, dict):
             config = SlotSetPredictorConfig(**config)
         self.config = c = config
-        self.encoder = CNNEncoder(
-            c.resolution, c.encoder_channels, c.encoder_kernel, c.encoder_strides, out_dim=c.slot_dim, ln_eps=c.ln_eps,
-            pos_frequencies=c.encoder_pos_frequencies,
-        )
-        self.slot_attention = SlotAttention(
-            c.num_slots, c.slot_dim, num_iterations=c.num_iterations, mlp_hidden=c.mlp_hidden, eps=c.attn_eps,
-            ln_eps=c.ln_eps, init=c.slot_init, implicit_grad=c.implicit_grad,
-        )
+        self.encoder, self.slot_attention = slot_encoder(c)
         self.head = nn.Sequential(nn.Linear(c.slot_dim, c.head_hidden), nn.ReLU(inplace=True),
                                   nn.Linear(c.head_hidden, c.num_outputs))
-        if c.weight_init == "keras":
-            keras_init_(self)
-        elif c.weight_init != "torch":
-            raise ValueError(f"unknown weight_init {c.weight_init!r}: use 'keras' or 'torch'")
+        init_weights(self, c.weight_init)
 
     @property
     def feature_size(self) -> int:
