@@ -74,3 +74,19 @@ def test_protocols_and_cli_fid_on_a_tiny_lsd_model(tmp_path, capsys):
                  str(missing), "--num", "2", "--steps", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("slotlab: error:") and "nope.pth" in err and len(err.splitlines()) == 1
+
+
+def test_compose_protocol_with_concept_groups(tmp_path):
+    from tiny import tiny_lsd
+
+    from slotlab.concepts import build_library
+    from slotlab.data.datasets import SceneDataset
+    from slotlab.models.image_autoencoder import load_image_autoencoder
+
+    model = tiny_lsd(tmp_path)
+    ds = SceneDataset(torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8))
+    library = build_library(model, ds, k=3, seed=0)
+    ae = load_image_autoencoder(model.config.autoencoder)
+    out = protocol_images(model, ds, "compose", 4, batch_size=2, steps=2, library=library, autoencoder=ae,
+                          concepts=[[0, 1], 2])
+    assert out.shape == (4, 3, 16, 16)

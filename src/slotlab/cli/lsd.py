@@ -106,6 +106,8 @@ def add_fid(sub) -> None:
     p.add_argument("--data", help="a store or .npz (default: the validation split of the training dataset)")
     p.add_argument("--library", help="concept library (.safetensors from `slotlab concepts build`): enables compose")
     p.add_argument("--protocols", nargs="+", default=None, help="default: compose (with --library), shift, shuffle")
+    p.add_argument("--concepts", nargs="+", help="compose: concept ids, one slot from each; 'a,b,c' draws one of a "
+                   "group per scene (e.g. the ground concepts); default: random distinct concepts")
     p.add_argument("--num", type=int, default=256, help="images per protocol (default 256)")
     p.add_argument("--features", choices=["inception", "autoencoder"], default="inception")
     p.add_argument("--inception", help="path of pt_inception-2015-12-05-6726825d.pth (else the cache or a download)")
@@ -143,8 +145,10 @@ def cmd_fid(args) -> int:
         from slotlab.metrics.fid import InceptionFeatures
 
         extractor, features = InceptionFeatures(path=args.inception), "FID Inception-v3 pool3"
+    from slotlab.cli.concepts import _parse_concepts
+
     results = score_protocols(model, dataset, extractor, protocols, args.num, library, args.seed, args.steps,
-                              args.sampler, autoencoder)
+                              args.sampler, autoencoder, concepts=_parse_concepts(args.concepts))
     _write_json({"features": features, "num_images": min(args.num, len(dataset)), **results,
                  "checkpoint": str(args.checkpoint), "data": args.data or "validation split"}, args.out)
     return 0
