@@ -3,9 +3,6 @@ sheet, and ``slotlab concepts build|show`` end to end on tiny models."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -13,6 +10,7 @@ from PIL import Image
 from sklearn.metrics import adjusted_rand_score
 from tiny import tiny_autoencoder, tiny_lsd
 
+from slotlab.cli.main import main
 from slotlab.concepts import (
     ConceptLibrary,
     SlotCollection,
@@ -21,7 +19,7 @@ from slotlab.concepts import (
     kmeans,
 )
 from slotlab.data.datasets import SceneDataset
-from slotlab.errors import ConfigError, DataError, SlotlabError
+from slotlab.errors import ConfigError, DataError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,19 +41,8 @@ def blobs(per: int = 100, k: int = 5, d: int = 8, seed: int = 0) -> tuple[torch.
 
 
 def run_cli(argv) -> int:
-    """Parse with a fresh ``slotlab``-like parser holding only these commands; errors as ``main`` reports them."""
-    from slotlab.cli.concepts import add_compose, add_concepts, add_edit
-
-    parser = argparse.ArgumentParser(prog="slotlab")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_concepts, add_compose, add_edit):
-        add(sub)
-    args = parser.parse_args([str(a) for a in argv])
-    try:
-        return args.func(args)
-    except SlotlabError as e:
-        print(f"slotlab: error: {e}", file=sys.stderr)
-        return 2
+    """The `slotlab` command, with any path-like arguments as strings."""
+    return main([str(a) for a in argv])
 
 
 # ------------------------------------------------------------------------------------------------- k-means

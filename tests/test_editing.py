@@ -3,9 +3,7 @@ concept library, and ``slotlab compose`` / ``slotlab edit`` end to end on tiny m
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,7 @@ import torch
 from PIL import Image
 from tiny import tiny_autoencoder, tiny_lsd
 
+from slotlab.cli.main import main
 from slotlab.concepts import ConceptLibrary, collect_slots
 from slotlab.data.datasets import SceneDataset
 from slotlab.editing import (
@@ -25,7 +24,7 @@ from slotlab.editing import (
     remove_slot,
     replace_slot,
 )
-from slotlab.errors import DataError, SlotlabError
+from slotlab.errors import DataError
 from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,18 +44,8 @@ def dataset_of(images: np.ndarray) -> SceneDataset:
 
 
 def run_cli(argv) -> int:
-    from slotlab.cli.concepts import add_compose, add_concepts, add_edit
-
-    parser = argparse.ArgumentParser(prog="slotlab")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_concepts, add_compose, add_edit):
-        add(sub)
-    args = parser.parse_args([str(a) for a in argv])
-    try:
-        return args.func(args)
-    except SlotlabError as e:
-        print(f"slotlab: error: {e}", file=sys.stderr)
-        return 2
+    """The `slotlab` command, with any path-like arguments as strings."""
+    return main([str(a) for a in argv])
 
 
 # ------------------------------------------------------------------------------------------------- slot ops
