@@ -15,6 +15,7 @@ import torch
 from slotlab.metrics import (
     SegmentationScores,
     best_overlap,
+    binding_errors,
     iou_table,
     matched_iou,
     segmentation_metrics,
@@ -273,3 +274,31 @@ def test_rejects_bad_inputs() -> None:
         torch.zeros(0, 4, 4, dtype=torch.long), torch.zeros(0, 4, 4, dtype=torch.long)
     )
     assert per_object.numel() == 0 and per_image.shape == (0,)
+
+
+def test_binding_errors_by_hand() -> None:
+    # one image, 2 x 6 pixels; 0 = background. Object 1 (4 px): 3 px in slot 0, 1 px in slot 2, which owns no
+    # object (a spare slot). Object 2 (2 px): all in slot 1. Object 3 (2 px): both in slot 1 -> merged with 2.
+    true = torch.tensor([[[1, 1, 1, 1, 2, 2],
+                          [0, 0, 0, 0, 3, 3]]])
+    pred = torch.tensor([[[0, 0, 0, 2, 1, 1],
+                          [2, 2, 0, 0, 1, 1]]])
+    b = binding_errors(true, pred)
+    torch.testing.assert_close(b["purity"], torch.tensor([0.75, 1.0, 1.0], dtype=torch.float64))
+    assert b["split"].tolist() == [True, False, False]
+    assert b["merged"].tolist() == [False, True, True]
+    assert b["stray"].tolist() == [1, 0, 0]
+    assert b["stray_to_spare"].tolist() == [1, 0, 0]
+
+
+def test_binding_errors_stray_to_a_neighbours_slot() -> None:
+    true = torch.tensor([[[1, 1, 1, 2, 2, 0]]])
+    pred = torch.tensor([[[0, 0, 1, 1, 1, 2]]])  # object 1 loses a pixel to object 2's slot; slot 2 is spare
+    b = binding_errors(true, pred)
+    assert b["stray"].tolist() == [1, 0]
+    assert b["stray_to_spare"].tolist() == [0, 0]
+    assert b["merged"].tolist() == [False, False]
+    # batched: the same as image by image
+    both = binding_errors(torch.cat([true, true.flip(-1)]), torch.cat([pred, pred.flip(-1)]))
+    assert both["purity"].shape == (4,)
+    torch.testing.assert_close(both["purity"][:2], b["purity"])

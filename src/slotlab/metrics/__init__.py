@@ -11,6 +11,7 @@ from slotlab.metrics.ari import (
 from slotlab.metrics.segmentation import (
     SegmentationScores,
     best_overlap,
+    binding_errors,
     iou_table,
     matched_iou,
     segmentation_metrics,
@@ -25,6 +26,7 @@ __all__ = [
     "to_labels",
     "SegmentationScores",
     "best_overlap",
+    "binding_errors",
     "iou_table",
     "matched_iou",
     "segmentation_metrics",

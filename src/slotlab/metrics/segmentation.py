@@ -26,6 +26,8 @@ Public API:
 * :func:`best_overlap`, :func:`matched_iou` -- ``(per_object [N], per_image [B])``.
 * :func:`segmentation_metrics` -- dict of the four averages and ``num_objects``.
 * :class:`SegmentationScores` -- exact accumulation over many batches.
+* :func:`binding_errors` -- why a segmentation scores low: objects split over slots, objects sharing a slot, and
+  how much of the stray pixels went to slots that own no object.
 """
 
 from __future__ import annotations
@@ -44,24 +46,13 @@ __all__ = [
     "matched_iou",
     "segmentation_metrics",
     "SegmentationScores",
+    "binding_errors",
 ]
 
 
-def iou_table(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
-    """IoU between every true label and every predicted label, per image.
-
-    Args:
-        true: integer ``[B, H, W]`` (or ``[B, N]``) ground-truth labels, 0 = background;
-            or masks ``[B, K, H, W]``.
-        pred: integer label map of the same shape (slot index), or masks
-            ``[B, K, H, W]``.
-
-    Returns:
-        ``iou``: float64 ``[B, T, P]``, ``T = max(true) + 1``, ``P = max(pred) + 1``:
-        ``iou[b, t, p] = |true==t & pred==p| / |true==t | pred==p|`` (0 if the union
-        is empty). ``objects``: bool ``[B, T]``, True where label ``t > 0`` occurs in
-        image ``b``.
-    """
+def contingency(true: Tensor, pred: Tensor) -> Tensor:
+    """int64 ``[B, T, P]``: pixels of each image with true label ``t`` and predicted label ``p``
+    (``T = max(true) + 1``, ``P = max(pred) + 1``), from one ``bincount``."""
     true, pred = to_labels(true), to_labels(pred)
     _check_labels(true, "true")
     _check_labels(pred, "pred")
@@ -81,13 +72,28 @@ def iou_table(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
     p = pred.flatten(1).long()  # [B, N]
     n_true = _num_classes(t, None, "true", "num_true")
     n_pred = _num_classes(p, None, "pred", "num_pred")
-
     cells = n_true * n_pred
-    # one bincount over (image, true label, pred label) triples -> intersections
     offsets = torch.arange(batch, device=device).unsqueeze(1) * cells  # [B, 1]
     index = (offsets + t * n_pred + p).reshape(-1)  # [B * N]
-    counts = torch.bincount(index, minlength=batch * cells)
-    inter = counts.view(batch, n_true, n_pred)  # int64 [B, T, P]
+    return torch.bincount(index, minlength=batch * cells).view(batch, n_true, n_pred)
+
+
+def iou_table(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+    """IoU between every true label and every predicted label, per image.
+
+    Args:
+        true: integer ``[B, H, W]`` (or ``[B, N]``) ground-truth labels, 0 = background;
+            or masks ``[B, K, H, W]``.
+        pred: integer label map of the same shape (slot index), or masks
+            ``[B, K, H, W]``.
+
+    Returns:
+        ``iou``: float64 ``[B, T, P]``, ``T = max(true) + 1``, ``P = max(pred) + 1``:
+        ``iou[b, t, p] = |true==t & pred==p| / |true==t | pred==p|`` (0 if the union
+        is empty). ``objects``: bool ``[B, T]``, True where label ``t > 0`` occurs in
+        image ``b``.
+    """
+    inter = contingency(true, pred)  # int64 [B, T, P] intersections
     area_t = inter.sum(dim=2)  # [B, T]
     area_p = inter.sum(dim=1)  # [B, P]
     union = area_t.unsqueeze(2) + area_p.unsqueeze(1) - inter  # [B, T, P]
@@ -219,3 +225,31 @@ def segmentation_metrics(true: Tensor, pred: Tensor) -> dict[str, float]:
     scores = SegmentationScores()
     scores.update(true, pred)
     return scores.compute()
+
+
+def binding_errors(true: Tensor, pred: Tensor, threshold: float = 0.9) -> dict[str, Tensor]:
+    """How objects and slots bind, per object of the batch (image-major, label ascending).
+
+    Each object's *owner* is the predicted label holding most of its pixels. Returns float64/bool ``[N]``:
+
+    * ``purity``: the fraction of the object's pixels in its owner;
+    * ``split``: purity below ``threshold``;
+    * ``merged``: the owner is also the owner of another object of the image;
+    * ``stray``: pixels of the object outside its owner, and ``stray_to_spare``: those of them in slots that own no
+      object (a spare slot drawing part of an object, rather than a neighbour's slot).
+    """
+    inter = contingency(true, pred)  # [B, T, P]
+    area = inter.sum(dim=2)  # [B, T]
+    objects = area > 0
+    objects[:, 0] = False
+    held, owner = inter.max(dim=2)  # [B, T]
+    n_pred = inter.shape[2]
+    owned = torch.zeros(inter.shape[0], n_pred, dtype=torch.long, device=inter.device)  # objects each slot owns
+    owned.scatter_add_(1, owner, objects.long())
+    merged = owned.gather(1, owner) > 1
+    spare = owned == 0  # [B, P]
+    stray = area - held
+    stray_to_spare = (inter * spare[:, None, :]).sum(dim=2)
+    purity = held.double() / area.clamp(min=1).double()
+    return {"purity": purity[objects], "split": (purity < threshold)[objects], "merged": merged[objects],
+            "stray": stray[objects], "stray_to_spare": stray_to_spare[objects]}
