@@ -71,6 +71,8 @@ class TrainerConfig:
     checkpoint_every_n_steps: int = 5_000
     log_every_n_steps: int = 50
     num_threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    ema_decay: float | None = None  # keep an exponential moving average of the weights (e.g. 0.999); validation,
+    # checkpoints and the exported model then use the averaged weights
 
 
 @dataclass

@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import (
     Callback,
+    EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
     TQDMProgressBar,
@@ -109,6 +110,10 @@ def build_trainer(config: ExperimentConfig, out_dir: Path, progress: bool = True
     if track_best:
         cbs.append(ModelCheckpoint(dirpath=out_dir / "checkpoints", filename=Path(BEST_CHECKPOINT).stem,
                                    monitor=TASKS[config.task][1], mode="max", save_top_k=1, enable_version_counter=False))
+    if t.ema_decay is not None:
+        if not 0.0 < t.ema_decay < 1.0:
+            raise ConfigError(f"trainer.ema_decay must be in (0, 1), got {t.ema_decay}")
+        cbs.append(EMAWeightAveraging(decay=t.ema_decay))
     if progress:
         cbs.append(TQDMProgressBar(refresh_rate=20))
     return L.Trainer(
