@@ -2,6 +2,7 @@
 
     python benchmarks/lsd_speed.py --preset lsd_demo --modes fp32 bf16 bf16+compile --sample-steps 25 50
     python benchmarks/lsd_speed.py --preset lsd_movi_e --batch-size 32 --modes fp16 bf16   # on a GPU
+    python benchmarks/lsd_speed.py --preset lsd_demo --modes bf16 --set model.decoder_heads=1     # overrides
 
 Training: forward (encoder, Slot Attention, noised latents, UNet) + epsilon MSE + backward + AdamW on random
 images and latents (the frozen autoencoder is not timed: with cached latents it does not run). Sampling: slots
@@ -123,11 +124,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--autoencoder", help="also time training steps of this autoencoder preset (e.g. autoencoder_demo)")
+    p.add_argument("--set", nargs="*", default=[], help="config overrides of the preset, e.g. model.decoder_heads=1")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = load_config(args.preset)
+    cfg = load_config(args.preset, args.set)
     batch = args.batch_size or cfg.optim.batch_size
-    info = {"preset": args.preset, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
+    info = {"preset": args.preset, **({"set": args.set} if args.set else {}), "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"}
     for mode in args.modes:
         torch.manual_seed(0)
         model = LatentSlotDiffusion(cfg.model).to(args.device).train()
