@@ -90,3 +90,52 @@ def test_compose_protocol_with_concept_groups(tmp_path):
     out = protocol_images(model, ds, "compose", 4, batch_size=2, steps=2, library=library, autoencoder=ae,
                           concepts=[[0, 1], 2])
     assert out.shape == (4, 3, 16, 16)
+
+
+def test_recompose_keeps_every_slots_concept(tmp_path):
+    from tiny import tiny_lsd
+
+    from slotlab.concepts import build_library
+    from slotlab.data.datasets import SceneDataset
+    from slotlab.editing import encode_slots
+
+    model = tiny_lsd(tmp_path)
+    ds = SceneDataset(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8))
+    library = build_library(model, ds, k=3, seed=0, progress=False)
+    slots = encode_slots(model, ds[torch.arange(4)]["image"], torch.Generator().manual_seed(0)).slots
+    concepts = library.nearest_concepts(slots)
+    assert concepts.shape == (4, 3)
+    # a library slot's nearest concept is its own (k-means has converged to a fixed point or stopped near one)
+    own = library.nearest_concepts(library.slots)
+    assert (own == library.labels).float().mean() > 0.9
+    rows = library.draw_members(concepts, torch.Generator().manual_seed(1))
+    assert rows.shape == (4, 3)
+    assert torch.equal(library.labels[rows], concepts)  # every drawn member belongs to the slot's concept
+    top = library.draw_members(concepts, torch.Generator().manual_seed(1), top=1)
+    nearest = torch.stack([library.nearest_members(int(c), 1)[0] for c in concepts.flatten()]).view(4, 3)
+    assert torch.equal(top, nearest)
+
+    from slotlab.models.image_autoencoder import load_image_autoencoder
+
+    ae = load_image_autoencoder(model.config.autoencoder)
+    out = protocol_images(model, ds, "recompose", 5, batch_size=4, steps=2, library=library, autoencoder=ae)
+    assert out.shape == (5, 3, 16, 16)
+    with pytest.raises(ValueError, match="needs a concept library"):
+        protocol_images(model, ds, "recompose", 2, steps=2, autoencoder=ae)
+
+
+def test_cli_fid_protocol_errors(tmp_path, capsys):
+    from tiny import tiny_lsd
+
+    from slotlab.cli.main import main
+    from slotlab.data import save_npz
+
+    model = tiny_lsd(tmp_path)
+    model.save_pretrained(tmp_path / "lsd")
+    save_npz(tmp_path / "d.npz", torch.randint(0, 256, (4, 16, 16, 3), dtype=torch.uint8).numpy())
+    base = ["fid", "--checkpoint", str(tmp_path / "lsd"), "--data", str(tmp_path / "d.npz"), "--features",
+            "autoencoder", "--num", "2", "--steps", "2"]
+    for protocols, message in ((["recompose"], "needs --library"), (["bogus"], "unknown protocol 'bogus'")):
+        assert main([*base, "--protocols", *protocols]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("slotlab: error:") and message in err and len(err.splitlines()) == 1

@@ -5,6 +5,8 @@ Protocols (each yields ``n`` images from the evaluated dataset's slots):
 
 - ``reconstruct``: every image decoded from its own slots (the ceiling of the decoder);
 - ``compose``: scenes composed from a visual concept library, one member slot per chosen concept;
+- ``recompose``: every slot of a real scene replaced by a random library member of its own (nearest) concept, so
+  a scene keeps the real mix of concepts (its ground slots too) while its slots come from other images;
 - ``shift``: the batch-shift protocol, slot i of scene b taken from image (b + i) mod B;
 - ``shuffle``: the shuffled-slot baseline, every slot drawn from a random image, ignoring slot identity.
 
@@ -21,7 +23,8 @@ from torch import Tensor
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
 
-PROTOCOLS = ("reconstruct", "compose", "shift", "shuffle")
+PROTOCOLS = ("reconstruct", "compose", "recompose", "shift", "shuffle")
+NEEDS_LIBRARY = ("compose", "recompose")
 
 
 def batch_shift(slots: Tensor) -> Tensor:
@@ -63,16 +66,19 @@ def protocol_images(model, dataset: SceneDataset, protocol: str, n: int, batch_s
     g = torch.Generator().manual_seed(seed)
     out = []
     for i, idx in enumerate(SequentialBatchSampler(min(n, len(dataset)), batch_size)):
+        if protocol in NEEDS_LIBRARY and library is None:
+            raise ValueError(f"the {protocol} protocol needs a concept library")
         if protocol == "compose":
-            if library is None:
-                raise ValueError("the compose protocol needs a concept library")
             images, _ = compose(model, library, concepts, len(idx), seed + i, steps=steps, sampler=sampler,
                                 autoencoder=autoencoder)
             out.append(images.cpu())
             continue
         device = next(model.parameters()).device
         slots = encode_slots(model, dataset[idx]["image"].to(device), torch.Generator(device=device).manual_seed(seed + i)).slots
-        if protocol == "shift":
+        if protocol == "recompose":
+            rows = library.draw_members(library.nearest_concepts(slots), g)
+            slots = library.slots[rows].to(slots.device, slots.dtype)
+        elif protocol == "shift":
             slots = batch_shift(slots)
         elif protocol == "shuffle":
             slots = shuffle_slots(slots.cpu(), g).to(slots.device)

@@ -98,14 +98,18 @@ def demo_lsd(args) -> int:
 def add_fid(sub) -> None:
     p = sub.add_parser("fid", help="FID and KID of generation protocols (compositions, batch shift, shuffled slots)",
                        description="Decode slot sets by each protocol and compare the images with real ones by FID "
-                       "and KID: reconstruct (own slots), compose (concept library), shift (slot i of scene b from "
+                       "and KID: reconstruct (own slots), compose (concept library), recompose (each slot of a real scene "
+                       "replaced by a member of its own concept from another image), shift (slot i of scene b from "
                        "image b + i), shuffle (slots drawn at random: the baseline). Features: the standard FID "
                        "Inception-v3 (weights from --inception or downloaded with a checksum check), or the model's "
                        "image autoencoder (offline proxy, not comparable with published FIDs).")
     p.add_argument("--checkpoint", required=True, help="LSD (or object discovery) model folder, run folder or .ckpt")
     p.add_argument("--data", help="a store or .npz (default: the validation split of the training dataset)")
-    p.add_argument("--library", help="concept library (.safetensors from `slotlab concepts build`): enables compose")
-    p.add_argument("--protocols", nargs="+", default=None, help="default: compose (with --library), shift, shuffle")
+    p.add_argument("--library", help="concept library (.safetensors from `slotlab concepts build`): enables compose "
+                   "and recompose")
+    p.add_argument("--protocols", nargs="+", default=None, metavar="P",
+                   help="of reconstruct, compose, recompose, shift, shuffle; default: compose and recompose (with "
+                   "--library), shift, shuffle")
     p.add_argument("--concepts", nargs="+", help="compose: concept ids, one slot from each; 'a,b,c' draws one of a "
                    "group per scene (e.g. the ground concepts); default: random distinct concepts")
     p.add_argument("--num", type=int, default=256, help="images per protocol (default 256)")
@@ -122,8 +126,11 @@ def cmd_fid(args) -> int:
     from slotlab.checkpoints import load_trained
     from slotlab.cli.main import _eval_dataset, _write_json
     from slotlab.errors import DataError
-    from slotlab.generation import AutoencoderFeatures, score_protocols
+    from slotlab.generation import NEEDS_LIBRARY, PROTOCOLS, AutoencoderFeatures, score_protocols
 
+    unknown = [p for p in args.protocols or [] if p not in PROTOCOLS]
+    if unknown:
+        raise DataError(f"unknown protocol {unknown[0]!r}; protocols: {', '.join(PROTOCOLS)}")
     model, config = load_trained(args.checkpoint)
     dataset = _eval_dataset(config, args.data, model.config.resolution)
     library = None
@@ -131,7 +138,12 @@ def cmd_fid(args) -> int:
         from slotlab.concepts import ConceptLibrary
 
         library = ConceptLibrary.load(args.library)
-    protocols = args.protocols or (["compose"] if library else []) + ["shift", "shuffle"]
+    protocols = args.protocols or (list(NEEDS_LIBRARY) if library else []) + ["shift", "shuffle"]
+    if library is None and set(protocols) & set(NEEDS_LIBRARY):
+        raise DataError(f"the {' and '.join(p for p in protocols if p in NEEDS_LIBRARY)} protocol needs --library")
+    if library is not None and library.slots.shape[1] != model.config.slot_dim:
+        raise DataError(f"{args.library} holds slots of width {library.slots.shape[1]}; the model's are "
+                        f"{model.config.slot_dim}: build the library with this model")
     autoencoder = None
     if hasattr(model.config, "autoencoder"):
         from slotlab.models.image_autoencoder import load_image_autoencoder

@@ -270,6 +270,25 @@ class ConceptLibrary:
         """The (up to) ``n`` slot rows nearest the centroid of ``concept`` (all if None). [min(n, size)]"""
         return self.members(concept)[:n]
 
+    def nearest_concepts(self, slots: Tensor) -> Tensor:
+        """Slots [..., D] -> [...] int64: the non-empty concept whose centroid is nearest to each slot."""
+        flat = slots.reshape(-1, slots.shape[-1]).float().cpu()
+        d = torch.cdist(flat, self.centroids.float())
+        d[:, self.sizes == 0] = float("inf")
+        return d.argmin(dim=1).reshape(slots.shape[:-1])
+
+    def draw_members(self, concepts: Tensor, generator: torch.Generator | None = None, top: int | None = None) -> Tensor:
+        """Concept ids [...] -> [...] slot rows, one member of each drawn uniformly (among its ``top`` nearest to
+        the centroid when given), all at once."""
+        flat = concepts.reshape(-1).long()
+        sizes = self.sizes[flat]
+        if (sizes == 0).any():
+            raise DataError(f"concept {int(flat[sizes == 0][0])} has no members")
+        if top is not None:
+            sizes = sizes.clamp(max=top)
+        pick = (torch.rand(flat.shape, generator=generator) * sizes).long().clamp(max=sizes - 1)
+        return self.order[self.offsets[flat] + pick].reshape(concepts.shape)
+
     def tensors(self) -> dict[str, Tensor]:
         return {"centroids": self.centroids, "labels": self.labels, "distances": self.distances, "slots": self.slots,
                 "image_index": self.image_index, "slot_index": self.slot_index, "masks": self.masks,
