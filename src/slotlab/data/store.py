@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slotlab.errors import DataError
+from slotlab.errors import DataError, read_json
 
 FORMAT = "slotlab-store"
 META = "meta.json"
@@ -32,12 +32,9 @@ def is_store(path: str | Path) -> bool:
 
 
 def _read_meta(root: Path) -> dict:
-    try:
-        meta = json.loads((root / META).read_text())
-    except FileNotFoundError:
-        raise DataError(f"{root} is not a converted dataset (no {META}); make one with `slotlab data convert`") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{root / META}: invalid JSON at line {e.lineno} column {e.colno}") from None
+    meta = read_json(root / META, f"{root} is not a converted dataset (no {META}); make one with `slotlab data convert`")
+    if not isinstance(meta, dict):
+        raise DataError(f"{root / META}: not a {FORMAT} file")
     if meta.get("format") != FORMAT:
         raise DataError(f"{root / META}: not a {FORMAT} file")
     return meta

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotlab.errors import ConfigError, DataError
+from slotlab.errors import ConfigError, DataError, read_json
 
 CONFIG_FILE = "image_autoencoder.json"
 VAE_FOLDER = "vae"
@@ -221,12 +221,9 @@ class ImageAutoencoder(nn.Module):
     def from_pretrained(cls, directory: str | Path) -> ImageAutoencoder:
         """Load what :meth:`save_pretrained` wrote (the ``pretrained`` entry is kept as a record, not reloaded)."""
         directory = Path(directory)
-        try:
-            values = json.loads((directory / CONFIG_FILE).read_text())
-        except FileNotFoundError:
-            raise DataError(f"{directory} holds no saved image autoencoder (no {CONFIG_FILE})") from None
-        except json.JSONDecodeError as e:
-            raise DataError(f"{directory / CONFIG_FILE}: invalid JSON at line {e.lineno} column {e.colno}") from None
+        values = read_json(directory / CONFIG_FILE, f"{directory} holds no saved image autoencoder (no {CONFIG_FILE})")
+        if not isinstance(values, dict):
+            raise DataError(f"{directory / CONFIG_FILE}: expected a JSON object of config values")
         known = {f.name for f in fields(ImageAutoencoderConfig)}
         unknown = set(values) - known
         if unknown:

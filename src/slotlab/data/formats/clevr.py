@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from slotlab.errors import DataError
+from slotlab.errors import DataError, read_json
 
 __all__ = [
     "CLEVR_URL",
@@ -166,15 +166,7 @@ def _validate(scenes: Any, path: Path) -> None:
 def load_clevr_scenes(root: str | Path, split: str) -> list[dict]:
     """Read and validate ``ROOT/scenes/CLEVR_{split}_scenes.json``; returns its list of scene dicts."""
     path = scenes_path(root, split)
-    if not path.is_file():
-        raise DataError(f"CLEVR scenes file not found: {path}; {_fetch_hint(path)}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read ({e})") from None
+    data = read_json(path, f"CLEVR scenes file not found: {path}; {_fetch_hint(path)}")
     if not isinstance(data, dict) or "scenes" not in data:
         raise DataError(f"{path}: expected an object with a 'scenes' list")
     _validate(data["scenes"], path)
