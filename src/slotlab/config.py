@@ -62,7 +62,7 @@ class TrainerConfig:
     devices: Any = 1
     num_nodes: int = 1
     strategy: str = "auto"
-    precision: str = "32-true"  # or "bf16-mixed", "16-mixed"
+    precision: str = "32-true"  # or "bf16-mixed", "16-mixed"; "auto": the faster of fp32 and bf16 here (training/precision.py)
     compile: bool = False  # torch.compile the model
     channels_last: bool = False
     seed: int = 0

@@ -32,6 +32,7 @@ from slotlab.training.autoencoder import AutoencoderModule
 from slotlab.training.base import SlotModule
 from slotlab.training.lsd import LSDModule
 from slotlab.training.object_discovery import ObjectDiscoveryModule
+from slotlab.training.precision import resolve_precision
 from slotlab.training.set_prediction import SetPredictionModule
 
 # Per task: the Lightning module, and the validation metric (higher is better) that picks best.ckpt.
@@ -169,6 +170,8 @@ def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = No
     if config.task == "set_prediction" and "targets" not in train_set.extra:
         raise ConfigError(f"task set_prediction needs a dataset with targets (e.g. clevr), not {config.data.dataset!r}")
     module = TASKS[config.task][0](config)
+    # "auto" becomes what runs (and what model/config.json records)
+    config.trainer.precision = resolve_precision(config, module, train_set[torch.arange(min(len(train_set), config.optim.batch_size))])
     scored = {"set_prediction": "targets" in val_set.extra, "autoencoder": True}.get(config.task, val_set.labels is not None)
     trainer = build_trainer(config, out_dir, progress, callbacks, track_best=scored)
     if resume == "last":
