@@ -15,19 +15,19 @@ TINY = ["data.train_size=32", "data.val_size=8", "optim.batch_size=8", "optim.ma
         "model.slot_dim=16", "model.mlp_hidden=16"]
 
 
-def _module_and_batch(*overrides):
+def _module_and_data(*overrides):
     config = load_config("tetrominoes_demo", [*TINY, *overrides])
     torch.manual_seed(0)
     module = TASKS[config.task][0](config)
-    return config, module, build_dataset(config.data, "train")[torch.arange(8)]
+    return config, module, build_dataset(config.data, "train")
 
 
 def test_probe_times_both_and_leaves_the_run_untouched(one_thread):
-    config, module, batch = _module_and_batch("trainer.precision=auto")
+    config, module, data = _module_and_data("trainer.precision=auto")
     weights = {k: v.clone() for k, v in module.state_dict().items()}
     rng = torch.random.get_rng_state()
     lines = []
-    chosen = resolve_precision(config, module, batch, steps=1, rounds=1, report=lines.append)
+    chosen = resolve_precision(config, module, data, steps=1, rounds=1, report=lines.append)
 
     rates = [float(word) for word in lines[0].replace(",", " ").split() if word.replace(".", "").isdigit()]
     assert chosen in CANDIDATES and len(rates) == 2 and min(rates) > 0
@@ -39,15 +39,15 @@ def test_probe_times_both_and_leaves_the_run_untouched(one_thread):
 
 
 def test_fixed_precision_and_multi_process_cpu_are_not_timed(one_thread):
-    config, module, batch = _module_and_batch("trainer.precision=bf16-mixed")
-    assert resolve_precision(config, module, batch, report=lambda line: 1 / 0) == "bf16-mixed"
-    config, module, batch = _module_and_batch("trainer.precision=auto", "trainer.accelerator=cpu", "trainer.devices=2")
-    assert resolve_precision(config, module, batch, report=lambda line: 1 / 0) == "32-true"  # every rank agrees
+    config, module, data = _module_and_data("trainer.precision=bf16-mixed")
+    assert resolve_precision(config, module, data, report=lambda line: 1 / 0) == "bf16-mixed"
+    config, module, data = _module_and_data("trainer.precision=auto", "trainer.accelerator=cpu", "trainer.devices=2")
+    assert resolve_precision(config, module, data, report=lambda line: 1 / 0) == "32-true"  # every rank agrees
 
 
 def test_rates_are_per_candidate(one_thread):
-    _, module, batch = _module_and_batch()
-    rates = time_precisions(module, batch, steps=1, rounds=1)
+    _, module, data = _module_and_data()
+    rates = time_precisions(module, data[torch.arange(8)], steps=1, rounds=1)
     assert set(rates) == set(CANDIDATES) and all(r > 0 for r in rates.values())
 
 

@@ -65,9 +65,9 @@ def protocol_images(model, dataset: SceneDataset, protocol: str, n: int, batch_s
         raise ValueError(f"unknown protocol {protocol!r}; protocols: {', '.join(PROTOCOLS)}")
     g = torch.Generator().manual_seed(seed)
     out = []
+    if protocol in NEEDS_LIBRARY and library is None:
+        raise ValueError(f"the {protocol} protocol needs a concept library")
     for i, idx in enumerate(SequentialBatchSampler(min(n, len(dataset)), batch_size)):
-        if protocol in NEEDS_LIBRARY and library is None:
-            raise ValueError(f"the {protocol} protocol needs a concept library")
         if protocol == "compose":
             images, _ = compose(model, library, concepts, len(idx), seed + i, steps=steps, sampler=sampler,
                                 autoencoder=autoencoder)

@@ -273,9 +273,9 @@ class ConceptLibrary:
     def nearest_concepts(self, slots: Tensor) -> Tensor:
         """Slots [..., D] -> [...] int64: the non-empty concept whose centroid is nearest to each slot."""
         flat = slots.reshape(-1, slots.shape[-1]).float().cpu()
-        d = torch.cdist(flat, self.centroids.float())
-        d[:, self.sizes == 0] = float("inf")
-        return d.argmin(dim=1).reshape(slots.shape[:-1])
+        nonempty = (self.sizes > 0).nonzero().flatten()
+        labels, _ = _assign(flat, flat.square().sum(1), self.centroids[nonempty].float(), chunk=65536)
+        return nonempty[labels].reshape(slots.shape[:-1])
 
     def draw_members(self, concepts: Tensor, generator: torch.Generator | None = None, top: int | None = None) -> Tensor:
         """Concept ids [...] -> [...] slot rows, one member of each drawn uniformly (among its ``top`` nearest to

@@ -33,9 +33,7 @@ def is_store(path: str | Path) -> bool:
 
 def _read_meta(root: Path) -> dict:
     meta = read_json(root / META, f"{root} is not a converted dataset (no {META}); make one with `slotlab data convert`")
-    if not isinstance(meta, dict):
-        raise DataError(f"{root / META}: not a {FORMAT} file")
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{root / META}: not a {FORMAT} file")
     return meta
 

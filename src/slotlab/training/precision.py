@@ -18,9 +18,10 @@ from slotlab.config import ExperimentConfig
 CANDIDATES = {"32-true": None, "bf16-mixed": torch.bfloat16}
 
 
-def resolve_precision(config: ExperimentConfig, module, batch: dict, steps: int = 3, rounds: int = 2,
+def resolve_precision(config: ExperimentConfig, module, dataset, steps: int = 3, rounds: int = 2,
                       report=print) -> str:
-    """``config.trainer.precision`` unless it is ``auto``; then the faster precision, reported in one line."""
+    """``config.trainer.precision`` unless it is ``auto``; then the faster precision, timed on the first training
+    batch of ``dataset`` and reported in one line."""
     t = config.trainer
     if t.precision != "auto":
         return t.precision
@@ -28,6 +29,7 @@ def resolve_precision(config: ExperimentConfig, module, batch: dict, steps: int 
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     if t.num_nodes > 1 or t.devices not in (1, "1", "auto"):
         return "32-true"
+    batch = dataset[torch.arange(min(len(dataset), config.optim.batch_size))]
     rates = time_precisions(module, batch, steps, rounds)
     best = max(rates, key=rates.get)
     report("trainer.precision=auto: " + ", ".join(f"{p} {r:.2f} steps/s" for p, r in rates.items()) + f" -> {best}")

@@ -171,7 +171,7 @@ def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = No
         raise ConfigError(f"task set_prediction needs a dataset with targets (e.g. clevr), not {config.data.dataset!r}")
     module = TASKS[config.task][0](config)
     # "auto" becomes what runs (and what model/config.json records)
-    config.trainer.precision = resolve_precision(config, module, train_set[torch.arange(min(len(train_set), config.optim.batch_size))])
+    config.trainer.precision = resolve_precision(config, module, train_set)
     scored = {"set_prediction": "targets" in val_set.extra, "autoencoder": True}.get(config.task, val_set.labels is not None)
     trainer = build_trainer(config, out_dir, progress, callbacks, track_best=scored)
     if resume == "last":
