@@ -84,6 +84,21 @@ def test_lsd_loss_gradients_noise_schedule_and_sampling():
         model.sampler("euler")
 
 
+def test_lsd_implicit_differentiation_switch():
+    images, latents = torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 4, 8, 8)
+    grads = {}
+    for implicit in (False, True):
+        torch.manual_seed(0)  # the same weights: the switch adds no parameters
+        model = LatentSlotDiffusion(tiny_config(implicit_grad=implicit))
+        assert model.slot_attention.implicit_grad is implicit
+        out = model(images, latents, generator=torch.Generator().manual_seed(1))
+        out.loss.backward()
+        grads[implicit] = (out.loss.detach(), model.slot_attention.mu.grad.clone())
+        assert grads[implicit][1].abs().sum() > 0  # the initialisation still learns
+    torch.testing.assert_close(grads[False][0], grads[True][0])  # same forward pass
+    assert not torch.allclose(grads[False][1], grads[True][1])  # the backward path skips the earlier iterations
+
+
 def test_lsd_save_load_round_trip(tmp_path):
     model = LatentSlotDiffusion(tiny_config()).eval()
     model.save_pretrained(tmp_path / "m")

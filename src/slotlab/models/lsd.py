@@ -47,6 +47,7 @@ class LatentSlotDiffusionConfig:
     slot_dim: int = 192
     mlp_hidden: int = 768
     slot_init: str = "gaussian"
+    implicit_grad: bool = False  # gradients through the last iteration only (Chang et al. 2022); off in the paper
     attn_eps: float = 1e-6
     # decoder
     decoder_channels: list[int] = field(default_factory=lambda: [192, 384, 768, 768])
@@ -97,7 +98,8 @@ class LatentSlotDiffusion(nn.Module, PyTorchModelHubMixin, library_name="slotlab
             raise ValueError(f"unknown backbone {c.backbone!r}: use 'unet' or 'cnn'")
         self.encoder = FeatureEncoder(backbone, channels, side, c.slot_dim, ln_eps=1e-5, pixel_centres=True)
         self.slot_attention = SlotAttention(c.num_slots, c.slot_dim, num_iterations=c.num_iterations,
-                                            mlp_hidden=c.mlp_hidden, eps=c.attn_eps, ln_eps=1e-5, init=c.slot_init)
+                                            mlp_hidden=c.mlp_hidden, eps=c.attn_eps, ln_eps=1e-5, init=c.slot_init,
+                                            implicit_grad=c.implicit_grad)
         self.to_condition = nn.Sequential(nn.LayerNorm(c.slot_dim), nn.Linear(c.slot_dim, c.cross_attention_dim))
         self.decoder = SlotConditionedUNet(c.latent_size, c.latent_channels, c.decoder_channels,
                                            c.decoder_layers_per_block, c.decoder_attention_levels,
