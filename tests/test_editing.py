@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from tiny import tiny_autoencoder, tiny_lsd
 
@@ -18,20 +19,18 @@ from slotlab.editing import (
     compose,
     decode_slots,
     encode_slots,
+    grow_region,
     insert_slot,
     load_autoencoder_of,
     pick_slot,
     remove_slot,
     replace_slot,
+    slot_segment,
 )
 from slotlab.errors import DataError
 from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-
-
 
 
 def random_images(n: int = 6, r: int = 16, seed: int = 0) -> np.ndarray:
@@ -218,3 +217,82 @@ def test_cli_edit_autoencoder(tmp_path, capsys):
     assert run_cli(["edit", "--checkpoint", tmp_path / "ae", "--data", tmp_path / "data.npz", "--image", 0, "--out",
                     out, "--remove-slot", 0]) == 2
     assert "only with a Latent Slot Diffusion or an object discovery" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ keep the rest
+
+
+def test_slot_segment_and_grow_region():
+    masks = torch.zeros(3, 6, 6)
+    masks[0] = 1
+    masks[0, 2:4, 2:4], masks[1, 2:4, 2:4] = 0, 1  # slot 1: the 2x2 centre
+    seg = slot_segment(masks, 1)
+    assert seg.dtype == torch.bool and int(seg.sum()) == 4 and seg[2:4, 2:4].all()
+    assert torch.equal(slot_segment(masks[None], -2)[0], seg)  # batched, negative index
+    assert not slot_segment(masks, 2).any()
+    grown = grow_region(seg[None], 1)
+    assert int(grown.sum()) == 16 and grown[0, 1:5, 1:5].all()  # a square dilation: 2x2 -> 4x4
+    assert torch.equal(grow_region(seg[None], 0), seg[None])
+    assert grow_region(seg[None], 3).all()
+
+
+def test_decode_slots_keep_rest_autoencoder():
+    model = tiny_autoencoder()
+    images = dataset_of(random_images(2))[torch.arange(2)]["image"]
+    enc = encode_slots(model, images, torch.Generator().manual_seed(0))
+    edited = remove_slot(enc.slots, 0)
+    region = torch.zeros(2, 16, 16, dtype=torch.bool)
+    region[:, 4:10, 3:12] = True
+    kept = decode_slots(model, edited, keep_from=images, region=region)
+    free = decode_slots(model, edited)
+    assert torch.equal(kept[:, :, ~region[0]], images[:, :, ~region[0]])  # the rest is the input, exactly
+    assert torch.equal(kept[:, :, region[0]], free[:, :, region[0]])  # the region is the decoder's
+    with pytest.raises(ValueError, match="both"):
+        decode_slots(model, edited, keep_from=images)
+    with pytest.raises(DataError, match="must be"):
+        decode_slots(model, edited, keep_from=images[:1], region=region[:1])
+
+
+def test_decode_slots_keep_rest_lsd(tmp_path):
+    model = tiny_lsd(tmp_path)
+    ae = load_autoencoder_of(model)
+    images = dataset_of(random_images(2))[torch.arange(2)]["image"]
+    slots = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(0))
+    common = dict(steps=3, seed=1, autoencoder=ae)
+    nothing = torch.zeros(2, 16, 16, dtype=torch.bool)
+    # nothing to decode: the input's own latents come back, whatever the slots
+    torch.testing.assert_close(decode_slots(model, slots, keep_from=images, region=nothing, **common),
+                               ae.decode(ae.encode(images, sample=False), clamp=True))
+    # everything to decode: the same as free sampling
+    torch.testing.assert_close(decode_slots(model, slots, keep_from=images, region=~nothing, **common),
+                               decode_slots(model, slots, **common))
+    # part of it: the kept latent cells are the input's, the others are generated
+    region = nothing.clone()
+    region[:, :6, :6] = True  # touches latent cells [:3, :3] of the 8x8 latents
+    g = torch.Generator().manual_seed(1)
+    known = ae.encode(images, sample=False)
+    keep = 1 - F.adaptive_max_pool2d(region[:, None].float(), known.shape[-2:])
+    assert int((keep == 0).sum()) == 2 * 9
+    latents = model.generate(slots, steps=3, generator=g, known=known, keep=keep)
+    assert torch.equal(latents[:, :, 3:], known[:, :, 3:]) and torch.equal(latents[:, :, :, 3:], known[:, :, :, 3:])
+    assert not torch.allclose(latents[:, :, :3, :3], known[:, :, :3, :3])
+    with pytest.raises(ValueError, match="both"):
+        model.generate(slots, steps=1, known=known)
+
+
+def test_cli_edit_keep_rest(tmp_path, capsys):
+    from slotlab.data import save_npz
+
+    tiny_autoencoder().save_pretrained(tmp_path / "m")
+    save_npz(tmp_path / "data.npz", random_images(4))
+    out = tmp_path / "kept.png"
+    common = ["--checkpoint", tmp_path / "m", "--data", tmp_path / "data.npz", "--image", 0, "--out", out]
+    assert run_cli(["edit", *common, "--remove-slot", 1, "--keep-rest", "--grow", 1]) == 0
+    printed = capsys.readouterr().out
+    assert "PSNR to the input outside the edited region" in printed
+    kept_db = float(printed.split("rest kept ")[1].split(" dB")[0])
+    assert kept_db > 100  # the autoencoder pastes its region into the input: the rest is exact (clamped PSNR)
+    # input | slot 1 | reconstruction | edited | rest kept, at scale 16
+    assert Image.open(out).size == (2 + 5 * (256 + 2), 14 + 2 + 256 + 2)
+    assert run_cli(["edit", *common, "--remove-slot", 1, "--keep-rest", "--grow", -1]) == 2
+    assert "--grow must be >= 0" in capsys.readouterr().err

@@ -126,6 +126,11 @@ def pick_slot(masks: Tensor, index: int | None = None, pixel: tuple[int, int] | 
     return int(masks[:, y * h // side_y, x * w // side_x].argmax())
 
 
+def slot_segment(masks: Tensor, i: int) -> Tensor:
+    """masks [..., K, H, W] -> bool [..., H, W]: the pixels where slot ``i``'s mask is the largest."""
+    return masks.argmax(-3) == _index(i, masks.shape[-3])
+
+
 def remove_slot(slots: Tensor, i: int) -> Tensor:
     """slots [..., K, D] -> [..., K - 1, D] without slot ``i``."""
     k = slots.shape[-2]
@@ -169,15 +174,27 @@ def load_autoencoder_of(model):
     return load_image_autoencoder(model.config.autoencoder).to(next(model.parameters()).device).eval()
 
 
+def grow_region(region: Tensor, pixels: int) -> Tensor:
+    """bool region [B, H, W] grown by ``pixels`` in every direction (a square dilation)."""
+    if pixels <= 0:
+        return region
+    return F.max_pool2d(region[:, None].float(), 2 * pixels + 1, 1, pixels)[:, 0] > 0
+
+
 @torch.no_grad()
 def decode_slots(model, slots: Tensor, steps: int = 25, sampler: str = "dpm", seed: int = 0, autoencoder=None,
-                 guidance: float = 1.0) -> Tensor:
+                 guidance: float = 1.0, keep_from: Tensor | None = None, region: Tensor | None = None) -> Tensor:
     """slots [B, K', D] (or [K', D]: B = 1) -> images [B, 3, R, R] in [-1, 1]; K' may be any number.
 
     LSD: reverse diffusion from noise drawn with ``seed`` (``steps``, ``sampler``, ``guidance`` as in
     :meth:`LatentSlotDiffusion.generate`), then the image autoencoder's decoder (loaded from the model's config
     unless given). The same seed gives the same noise, so two slot sets decoded with one seed differ only by
     their slots. Object discovery: the spatial broadcast decoder's reconstruction (deterministic).
+
+    ``keep_from`` images [B, 3, R, R] with ``region`` bool [B, R, R] (True = decode): only the region is decoded
+    from the slots, the rest is ``keep_from``'s. LSD: blended sampling over the latents of ``keep_from`` (every
+    latent cell that touches the region is generated), so the decoded region fits its surroundings; object
+    discovery: the decoder's image pasted into ``keep_from`` inside the region.
     """
     kind = model_kind(model)
     if slots.ndim == 2:
@@ -187,13 +204,27 @@ def decode_slots(model, slots: Tensor, steps: int = 25, sampler: str = "dpm", se
     if slots.shape[-1] != model.config.slot_dim:
         raise DataError(f"the slots have width {slots.shape[-1]} but the model's are {model.config.slot_dim} wide "
                         "(slots from another model?)")
+    if (keep_from is None) != (region is None):
+        raise ValueError("give both keep_from and region, or neither")
     device = next(model.parameters()).device
     slots = slots.to(device, torch.float32)
+    if keep_from is not None:
+        r = model.config.resolution
+        if keep_from.shape != (slots.shape[0], 3, r, r) or region.shape != (slots.shape[0], r, r):
+            raise DataError(f"keep_from {list(keep_from.shape)} and region {list(region.shape)} must be "
+                            f"[{slots.shape[0]}, 3, {r}, {r}] and [{slots.shape[0]}, {r}, {r}]")
+        keep_from, region = keep_from.to(device, torch.float32), region.to(device)
     if kind == "object_discovery":
-        return model.decode(slots).reconstruction.clamp(-1, 1)
+        images = model.decode(slots).reconstruction.clamp(-1, 1)
+        return images if region is None else torch.where(region[:, None], images, keep_from)
     autoencoder = autoencoder if autoencoder is not None else load_autoencoder_of(model)
     g = torch.Generator(device=device).manual_seed(seed)
-    latents = model.generate(slots, steps=steps, sampler=sampler, guidance=guidance, generator=g)
+    known = keep = None
+    if region is not None:
+        known = autoencoder.encode(keep_from, sample=False).float()
+        keep = 1 - F.adaptive_max_pool2d(region[:, None].float(), known.shape[-2:])
+    latents = model.generate(slots, steps=steps, sampler=sampler, guidance=guidance, generator=g, known=known,
+                             keep=keep)
     return autoencoder.decode(latents.float(), clamp=True).float()
 
 

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
 from slotlab.errors import DataError
-from slotlab.metrics import SegmentationScores, ari_score, binding_errors, mean_ignoring_nan
+from slotlab.metrics import SegmentationScores, ari_score, binding_errors, image_mse, mean_ignoring_nan, psnr
 from slotlab.metrics.average_precision import average_precisions
 from slotlab.models import SlotAutoencoder
 from slotlab.models.set_prediction import SlotSetPredictor
@@ -135,14 +135,13 @@ def evaluate_autoencoder(model, dataset: SceneDataset, batch_size: int = 64, pro
     """Reconstruction MSE and PSNR (images in [-1, 1], posterior mode) of an image autoencoder."""
     model.eval()
     device = next(model.parameters()).device
-    mse = []
+    mse, db = [], []
     for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
         images = dataset[idx]["image"].to(device)
         rec = model.decode(model.encode(images, sample=False))
-        mse.append(((rec.float() - images) ** 2).mean(dim=(1, 2, 3)).cpu())
-    mse = torch.cat(mse)
-    return {"num_images": len(dataset), "mse": float(mse.mean()),
-            "psnr": float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).mean())}
+        mse.append(image_mse(rec, images).cpu())
+        db.append(psnr(rec, images).cpu())
+    return {"num_images": len(dataset), "mse": float(torch.cat(mse).mean()), "psnr": float(torch.cat(db).mean())}
 
 
 def evaluate(model, dataset: SceneDataset, **kwargs) -> dict:

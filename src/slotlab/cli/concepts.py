@@ -103,6 +103,12 @@ def add_edit(sub) -> None:
     p.add_argument("--from-image", type=int, metavar="J", help="with --replace-slot: the source image")
     p.add_argument("--from-slot", type=int, metavar="L", help="with --replace-slot: the source image's slot")
     p.add_argument("--insert-slot", type=int, metavar="L", help="with --insert-from-image: the slot to insert")
+    p.add_argument("--keep-rest", action="store_true",
+                   help="also decode only the edited slots' region (grown by --grow pixels) and keep the input "
+                   "elsewhere: LSD samples with the input's latents blended in, the autoencoder pastes its "
+                   "decoded region into the input; adds the column 'rest kept'")
+    p.add_argument("--grow", type=int, default=2, metavar="PX",
+                   help="with --keep-rest: pixels by which the edited slots' region is grown (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the slot initialisation and sampling noise")
     _add_sampling(p, "the images")
     p.set_defaults(func=cmd_edit)
@@ -255,10 +261,13 @@ def cmd_edit(args) -> int:
         encode_slots,
         insert_slot,
         load_autoencoder_of,
+        grow_region,
         pick_slot,
         remove_slot,
         replace_slot,
+        slot_segment,
     )
+    from slotlab.metrics import psnr
     from slotlab.errors import ConfigError, DataError
     from slotlab.visualize import column_sheet, save_png
 
@@ -270,6 +279,8 @@ def cmd_edit(args) -> int:
         raise ConfigError("--insert-from-image needs --insert-slot")
     if args.insert_from_image is None and args.insert_slot is not None:
         raise ConfigError("--insert-slot goes with --insert-from-image")
+    if args.grow < 0:
+        raise ConfigError(f"--grow must be >= 0, got {args.grow}")
     model, config = _load_model(args.checkpoint)
     r = model.config.resolution
     dataset = _open_dataset(config, args.data, r)
@@ -286,12 +297,15 @@ def cmd_edit(args) -> int:
     if args.remove_slot is not None or args.remove_at is not None:
         i = pick_slot(masks, index=args.remove_slot, pixel=tuple(args.remove_at) if args.remove_at else None)
         edited, what = remove_slot(slots, i), f"removed slot {i}"
+        changed = slot_segment(masks, i)
     elif args.replace_slot is not None:
         i, j = pick_slot(masks, index=args.replace_slot), pick_slot(enc.masks[1], index=args.from_slot)
         edited, what = replace_slot(slots, i, enc.slots[1], j), f"replaced slot {i} by slot {j} of image {source}"
+        changed = slot_segment(masks, i) | slot_segment(enc.masks[1], j)  # where the old and the new object were
     else:
         i, j = None, pick_slot(enc.masks[1], index=args.insert_slot)
         edited, what = insert_slot(slots, enc.slots[1, j]), f"inserted slot {j} of image {source}"
+        changed = slot_segment(enc.masks[1], j)
     autoencoder = load_autoencoder_of(model)
     decode = dict(steps=args.steps, sampler=args.sampler, seed=args.seed, autoencoder=autoencoder,
                   guidance=args.guidance)
@@ -302,8 +316,17 @@ def cmd_edit(args) -> int:
     if i is not None:
         columns.append((f"slot {i}", to_uint8(region[:1, i])))
     columns += [("reconstruction", to_uint8(recon.cpu())), ("edited", to_uint8(after.cpu()))]
+    report = ""
+    if args.keep_rest:
+        grown = grow_region(changed[None], args.grow)
+        kept = decode_slots(model, edited[None], **decode, keep_from=images[:1], region=grown)
+        columns.append(("rest kept", to_uint8(kept.cpu())))
+        outside = ~grown
+        report = (f"; PSNR to the input outside the edited region ({int(outside.sum())} of {r * r} pixels): "
+                  f"edited {float(psnr(after, images[:1], outside)):.1f} dB, "
+                  f"rest kept {float(psnr(kept, images[:1], outside)):.1f} dB")
     if source is not None:
         columns += [(f"image {source}", to_uint8(images[1:].cpu())), (f"its slot {j}", to_uint8(region[1:, j]))]
     path = save_png(column_sheet(columns, _scale(r)), args.out)
-    print(f"image {args.image}: {what}; wrote {path}")
+    print(f"image {args.image}: {what}; wrote {path}{report}")
     return 0

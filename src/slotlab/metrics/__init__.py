@@ -8,6 +8,7 @@ from slotlab.metrics.ari import (
     mean_ignoring_nan,
     to_labels,
 )
+from slotlab.metrics.image import image_mse, psnr
 from slotlab.metrics.segmentation import (
     SegmentationScores,
     best_overlap,
@@ -24,6 +25,8 @@ __all__ = [
     "fg_ari",
     "mean_ignoring_nan",
     "to_labels",
+    "image_mse",
+    "psnr",
     "SegmentationScores",
     "best_overlap",
     "binding_errors",

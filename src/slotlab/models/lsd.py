@@ -152,19 +152,32 @@ class LatentSlotDiffusion(nn.Module, PyTorchModelHubMixin, library_name="slotlab
 
     @torch.no_grad()
     def generate(self, slots: Tensor, steps: int = 25, sampler: str = "dpm", guidance: float = 1.0,
-                 generator: torch.Generator | None = None) -> Tensor:
+                 generator: torch.Generator | None = None, known: Tensor | None = None,
+                 keep: Tensor | None = None) -> Tensor:
         """Decode latents [B, C, h, w] from slots [B, K, D] by reverse diffusion from noise.
 
         ``guidance`` > 1 mixes in the unconditional prediction (zero condition, as in training with
         ``cond_dropout``): ``eps = eps_u + guidance * (eps_c - eps_u)``.
+
+        ``known`` latents [B, C, h, w] with ``keep`` [B, 1, h, w] in [0, 1] (1 = keep): blended sampling, as in
+        diffusers' inpainting with a plain UNet (Avrahami et al. 2023, Blended Latent Diffusion). After every
+        step the kept cells are replaced by ``known`` noised to the next timestep with the starting noise, and by
+        ``known`` itself at the end, so only the rest is generated, consistent with the kept part and the slots.
         """
         c = self.config
+        if (known is None) != (keep is None):
+            raise ValueError("give both known and keep, or neither")
         cond = self.condition(slots)
         scheduler = self.sampler(sampler)
         scheduler.set_timesteps(steps, device=slots.device)
         shape = (slots.shape[0], c.latent_channels, c.latent_size, c.latent_size)
-        x = torch.randn(shape, device=slots.device, dtype=cond.dtype, generator=generator) * scheduler.init_noise_sigma
-        for t in scheduler.timesteps:
+        noise = torch.randn(shape, device=slots.device, dtype=cond.dtype, generator=generator)
+        if known is not None and (known.shape != noise.shape or keep.shape != (shape[0], 1, *shape[2:])):
+            raise ValueError(f"known {list(known.shape)} and keep {list(keep.shape)} must be {list(shape)} and "
+                             f"{[shape[0], 1, *shape[2:]]}")
+        x = noise * scheduler.init_noise_sigma
+        timesteps = scheduler.timesteps
+        for step, t in enumerate(timesteps):
             inp = scheduler.scale_model_input(x, t)
             ts = t.expand(x.shape[0]).to(slots.device)
             if guidance != 1.0:
@@ -174,4 +187,8 @@ class LatentSlotDiffusion(nn.Module, PyTorchModelHubMixin, library_name="slotlab
             else:
                 eps = self.decoder(inp, ts, cond)
             x = scheduler.step(eps, t, x).prev_sample
+            if known is not None:
+                last = step == len(timesteps) - 1
+                target = known if last else scheduler.add_noise(known, noise, timesteps[step + 1 : step + 2])
+                x = torch.lerp(x, target.to(x.dtype), keep.to(x.dtype))
         return x

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from slotlab.metrics.image import image_mse, psnr
 from slotlab.models.image_autoencoder import ImageAutoencoder
 from slotlab.training.base import SlotModule
 
@@ -36,11 +37,9 @@ class AutoencoderModule(SlotModule):
     def validation_step(self, batch, batch_idx):
         images = self._images(batch)
         out = self.model(images, sample=False)
-        per_image = (out.reconstruction.float() - images.float()).square().flatten(1).mean(1)  # [B]
-        psnr = 10 * torch.log10(4 / per_image.clamp(min=1e-10))
         n = images.shape[0]
-        self.log("val/mse", per_image.mean(), sync_dist=True, batch_size=n)
-        self.log("val/psnr", psnr.mean(), prog_bar=True, sync_dist=True, batch_size=n)
+        self.log("val/mse", image_mse(out.reconstruction, images).mean(), sync_dist=True, batch_size=n)
+        self.log("val/psnr", psnr(out.reconstruction, images).mean(), prog_bar=True, sync_dist=True, batch_size=n)
 
     def on_train_end(self):
         if self.model.needs_scaling_estimate and self._trainer is not None:
