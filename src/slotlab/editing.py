@@ -201,8 +201,8 @@ def decode_slots(model, slots: Tensor, steps: int = 25, sampler: str = "dpm", se
         slots = slots[None]
     if slots.ndim != 3 or slots.shape[1] == 0:
         raise DataError(f"expected slots [B, K, D] with K >= 1, got {list(slots.shape)}")
-    if slots.shape[-1] != model.config.slot_dim:
-        raise DataError(f"the slots have width {slots.shape[-1]} but the model's are {model.config.slot_dim} wide "
+    if slots.shape[-1] != model.config.slot_width:
+        raise DataError(f"the slots have width {slots.shape[-1]} but the model's are {model.config.slot_width} wide "
                         "(slots from another model?)")
     if (keep_from is None) != (region is None):
         raise ValueError("give both keep_from and region, or neither")

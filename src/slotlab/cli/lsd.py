@@ -141,9 +141,9 @@ def cmd_fid(args) -> int:
     protocols = args.protocols or (list(NEEDS_LIBRARY) if library else []) + ["shift", "shuffle"]
     if library is None and set(protocols) & set(NEEDS_LIBRARY):
         raise DataError(f"the {' and '.join(p for p in protocols if p in NEEDS_LIBRARY)} protocol needs --library")
-    if library is not None and library.slots.shape[1] != model.config.slot_dim:
+    if library is not None and library.slots.shape[1] != model.config.slot_width:
         raise DataError(f"{args.library} holds slots of width {library.slots.shape[1]}; the model's are "
-                        f"{model.config.slot_dim}: build the library with this model")
+                        f"{model.config.slot_width}: build the library with this model")
     autoencoder = None
     if hasattr(model.config, "autoencoder"):
         from slotlab.models.image_autoencoder import load_image_autoencoder

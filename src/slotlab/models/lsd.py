@@ -64,6 +64,11 @@ class LatentSlotDiffusionConfig:
     beta_schedule: str = "linear"
     cond_dropout: float = 0.0  # probability of dropping an image's slots in training (classifier-free guidance)
 
+    @property
+    def slot_width(self) -> int:
+        """Width of the slots the model gives and takes (LSD's slots carry no pose)."""
+        return self.slot_dim
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -9,7 +9,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from slotlab.models.common import init_weights, slot_encoder
-from slotlab.modules import SpatialBroadcastDecoder
+from slotlab.modules import SpatialBroadcastDecoder, pose_dims
 
 
 @dataclass
@@ -23,6 +23,7 @@ class SlotAutoencoderConfig:
     mlp_hidden: int = 128
     slot_init: str = "gaussian"  # "gaussian" (paper) or "learned" (per-slot queries)
     implicit_grad: bool = False
+    slot_frame: str = "none"  # Invariant Slot Attention: "translation" or "translation_scale" reference frames
     weight_init: str = "keras"  # "keras": Glorot-uniform + zero bias, orthogonal GRU (official code); "torch": defaults
     attn_eps: float = 1e-8
     ln_eps: float = 1e-3
@@ -37,6 +38,11 @@ class SlotAutoencoderConfig:
     decoder_out_kernel: int = 3
     decoder_pos_frequencies: int = 0
 
+    @property
+    def slot_width(self) -> int:
+        """Width of the slots the model gives and takes: slot_dim, plus the pose with a slot frame."""
+        return self.slot_dim + pose_dims(self.slot_frame)
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -46,8 +52,8 @@ class SlotAutoencoderOutput:
     reconstruction: Tensor  # [B, 3, H, W] in [-1, 1] space
     rgb: Tensor  # [B, K, 3, H, W] per-slot colours
     masks: Tensor  # [B, K, 1, H, W] alpha masks, softmax across slots
-    slots: Tensor  # [B, K, D]
-    attn: Tensor  # [B, T, N, K] Slot Attention's attention per iteration
+    slots: Tensor  # [B, K, D] ([B, K, D + P]: features and pose, with a slot frame)
+    attn: Tensor  # [B, T, N, K] Slot Attention's attention per iteration (T + 1 rounds with a slot frame)
     loss: Tensor | None = None  # MSE to the input when asked for
 
 
@@ -63,7 +69,7 @@ class SlotAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="slotlab", t
         self.encoder, self.slot_attention = slot_encoder(c)
         self.decoder = SpatialBroadcastDecoder(
             c.slot_dim, c.resolution, c.decoder_broadcast, c.decoder_channels, c.decoder_strides,
-            c.decoder_kernel, c.decoder_out_kernel, c.decoder_pos_frequencies,
+            c.decoder_kernel, c.decoder_out_kernel, c.decoder_pos_frequencies, pose_dims(c.slot_frame),
         )
         init_weights(self, c.weight_init)
 

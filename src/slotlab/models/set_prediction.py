@@ -14,6 +14,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from slotlab.models.common import init_weights, slot_encoder
+from slotlab.modules import pose_dims
 
 
 @dataclass
@@ -27,6 +28,7 @@ class SlotSetPredictorConfig:
     mlp_hidden: int = 128
     slot_init: str = "gaussian"
     implicit_grad: bool = False
+    slot_frame: str = "none"  # Invariant Slot Attention: "translation" or "translation_scale" reference frames
     weight_init: str = "keras"
     attn_eps: float = 1e-8
     ln_eps: float = 1e-3
@@ -36,6 +38,11 @@ class SlotSetPredictorConfig:
     encoder_pos_frequencies: int = 0
     head_hidden: int = 64
     num_outputs: int = 19
+
+    @property
+    def slot_width(self) -> int:
+        """Width of the slots the model gives and takes: slot_dim, plus the pose with a slot frame."""
+        return self.slot_dim + pose_dims(self.slot_frame)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,7 +65,7 @@ class SlotSetPredictor(nn.Module, PyTorchModelHubMixin, library_name="slotlab", 
             config = SlotSetPredictorConfig(**config)
         self.config = c = config
         self.encoder, self.slot_attention = slot_encoder(c)
-        self.head = nn.Sequential(nn.Linear(c.slot_dim, c.head_hidden), nn.ReLU(inplace=True),
+        self.head = nn.Sequential(nn.Linear(c.slot_width, c.head_hidden), nn.ReLU(inplace=True),
                                   nn.Linear(c.head_hidden, c.num_outputs))
         init_weights(self, c.weight_init)
 

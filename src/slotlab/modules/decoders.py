@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
-from slotlab.modules.position import SoftPositionEmbedding
+from slotlab.modules.position import RelativePositionEmbedding, SoftPositionEmbedding
 
 
 @dataclass
@@ -27,6 +27,10 @@ class SpatialBroadcastDecoder(nn.Module):
       - upsampling (CLEVR6): broadcast at 8, channels [64]*5, strides [2, 2, 2, 2, 1].
     A final ``out_kernel_size`` conv maps to 4 channels: RGB and an alpha logit. With ``kernel_size`` 1 and
     ``pos_frequencies`` > 0 the decoder is a per-pixel MLP over the slot and Fourier position features.
+
+    ``pose_dims`` 2 or 4: the slots are posed, ``[features (slot_dim), position (2), scale (2)]``, as Invariant
+    Slot Attention gives them, and each slot is drawn on the grid of its own frame (relative position embedding)
+    instead of the absolute one.
     """
 
     def __init__(
@@ -39,8 +43,13 @@ class SpatialBroadcastDecoder(nn.Module):
         kernel_size: int = 5,
         out_kernel_size: int = 3,
         pos_frequencies: int = 0,
+        pose_dims: int = 0,
     ):
         super().__init__()
+        if pose_dims not in (0, 2, 4):
+            raise ValueError(f"pose_dims must be 0, 2 or 4, got {pose_dims}")
+        if pose_dims and pos_frequencies:
+            raise ValueError("Fourier position bands are not available with slot frames (pose_dims > 0)")
         strides = list(strides) if strides is not None else [1] * len(channels)
         if len(strides) != len(channels):
             raise ValueError(f"{len(channels)} decoder channels but {len(strides)} strides")
@@ -51,8 +60,11 @@ class SpatialBroadcastDecoder(nn.Module):
             size *= s
         if size != resolution:
             raise ValueError(f"decoder outputs {size}x{size} (broadcast {broadcast_size}, strides {strides}) but the model works at {resolution}")
-        self.broadcast_size = broadcast_size
-        self.pos = SoftPositionEmbedding(slot_dim, (broadcast_size, broadcast_size), pos_frequencies)
+        self.broadcast_size, self.pose_dims = broadcast_size, pose_dims
+        if pose_dims:
+            self.pos = RelativePositionEmbedding(slot_dim, broadcast_size)
+        else:
+            self.pos = SoftPositionEmbedding(slot_dim, (broadcast_size, broadcast_size), pos_frequencies)
         layers: list[nn.Module] = []
         in_ch = slot_dim
         for out_ch, stride in zip(channels, strides):
@@ -67,9 +79,16 @@ class SpatialBroadcastDecoder(nn.Module):
         self.cnn = nn.Sequential(*layers)
 
     def forward(self, slots: Tensor) -> BroadcastDecoderOutput:
-        b, k, d = slots.shape
-        x = slots.reshape(b * k, d, 1, 1).expand(-1, -1, self.broadcast_size, self.broadcast_size)
-        out = self.cnn(self.pos(x))  # [B*K, 4, H, W]
+        b, k, _ = slots.shape
+        s = self.broadcast_size
+        if self.pose_dims:
+            feats, pose = slots.split([slots.shape[-1] - self.pose_dims, self.pose_dims], dim=-1)
+            d = feats.shape[-1]
+            x = feats.reshape(b, k, d, 1, 1).expand(-1, -1, -1, s, s)
+            x = self.pos(x, pose[..., :2], pose[..., 2:] if self.pose_dims == 4 else None).reshape(b * k, d, s, s)
+        else:
+            x = self.pos(slots.reshape(b * k, -1, 1, 1).expand(-1, -1, s, s))
+        out = self.cnn(x)  # [B*K, 4, H, W]
         out = out.reshape(b, k, *out.shape[1:])
         rgb, alpha_logits = out.split([3, 1], dim=2)
         alpha = alpha_logits.float().softmax(dim=1).to(rgb.dtype)

@@ -26,14 +26,16 @@ class FeatureEncoder(nn.Module):
 
     Soft position embedding, flatten, LayerNorm and MLP (Linear(C, D) ReLU Linear(D, D)), as in Slot Attention
     and LSD; the backbone is any module mapping images to a [B, C, h, w] map of side ``feature_size``.
+    ``position_embedding=False`` leaves positions out (Invariant Slot Attention adds them per slot itself).
     """
 
     def __init__(self, backbone: nn.Module, channels: int, feature_size: int, out_dim: int = 64, ln_eps: float = 1e-3,
-                 pos_frequencies: int = 0, pixel_centres: bool = False):
+                 pos_frequencies: int = 0, pixel_centres: bool = False, position_embedding: bool = True):
         super().__init__()
         self.backbone = backbone
         self.feature_size = feature_size
-        self.pos = SoftPositionEmbedding(channels, (feature_size, feature_size), pos_frequencies, pixel_centres)
+        self.pos = (SoftPositionEmbedding(channels, (feature_size, feature_size), pos_frequencies, pixel_centres)
+                    if position_embedding else nn.Identity())
         self.norm = nn.LayerNorm(channels, eps=ln_eps)
         self.mlp = SlotMLP(channels, out_dim, out_dim)
 
@@ -66,6 +68,7 @@ class CNNEncoder(FeatureEncoder):
         ln_eps: float = 1e-3,
         pos_frequencies: int = 0,
         pixel_centres: bool = False,
+        position_embedding: bool = True,
     ):
         strides = list(strides) if strides is not None else [1] * len(channels)
         downsample = 1
@@ -74,4 +77,4 @@ class CNNEncoder(FeatureEncoder):
         if resolution % downsample:
             raise ValueError(f"resolution {resolution} is not divisible by the encoder's total stride {downsample}")
         super().__init__(conv_stack(in_channels, channels, kernel_size, strides), channels[-1], resolution // downsample,
-                         out_dim, ln_eps, pos_frequencies, pixel_centres)
+                         out_dim, ln_eps, pos_frequencies, pixel_centres, position_embedding)

@@ -32,6 +32,19 @@ def fourier_features(grid: Tensor, num_frequencies: int) -> Tensor:
     return torch.cat([grid, angles.sin(), angles.cos()])
 
 
+def position_grid(side: int, device=None, dtype=None) -> Tensor:
+    """[side * side, 2] (y, x) of a square grid in row-major order, ``linspace(-1, 1)`` on both axes."""
+    t = torch.linspace(-1.0, 1.0, side, device=device, dtype=dtype)
+    yy, xx = torch.meshgrid(t, t, indexing="ij")
+    return torch.stack([yy, xx], dim=-1).reshape(-1, 2)
+
+
+def relative_grid(grid: Tensor, positions: Tensor, scales: Tensor | None) -> Tensor:
+    """grid [N, 2], positions [B, K, 2], scales [B, K, 2] or None -> [B, K, N, 2]: the grid in each slot's frame."""
+    rel = grid[None, None] - positions[:, :, None]
+    return rel if scales is None else rel / scales[:, :, None]
+
+
 class SoftPositionEmbedding(nn.Module):
     """Adds ``Linear(grid)`` to channels-first features: [B, C, H, W] -> [B, C, H, W].
 
@@ -53,3 +66,24 @@ class SoftPositionEmbedding(nn.Module):
         if x.shape[-2:] != self.grid.shape[-2:]:
             raise ValueError(f"feature map is {tuple(x.shape[-2:])}, position embedding built for {tuple(self.grid.shape[-2:])}")
         return x + self.embedding().to(x.dtype)
+
+
+class RelativePositionEmbedding(nn.Module):
+    """Adds ``Linear(grid in each slot's frame)`` to broadcast slots (Invariant Slot Attention's decoder).
+
+    x [B, K, C, S, S] (each slot tiled to an S x S grid), positions [B, K, 2], scales [B, K, 2] or None ->
+    [B, K, C, S, S]. The grid is ``linspace(-1, 1)``, as :class:`slotlab.modules.InvariantSlotAttention`'s.
+    """
+
+    def __init__(self, channels: int, size: int):
+        super().__init__()
+        self.size = size
+        self.proj = nn.Linear(2, channels)
+        self.register_buffer("grid", position_grid(size), persistent=False)
+
+    def forward(self, x: Tensor, positions: Tensor, scales: Tensor | None = None) -> Tensor:
+        b, k, c, s, _ = x.shape
+        if s != self.size:
+            raise ValueError(f"broadcast grid is {s}x{s}, position embedding built for {self.size}x{self.size}")
+        emb = self.proj(relative_grid(self.grid, positions.float(), None if scales is None else scales.float()))
+        return x + emb.transpose(2, 3).reshape(b, k, c, s, s).to(x.dtype)  # [B, K, N, C] -> [B, K, C, S, S]

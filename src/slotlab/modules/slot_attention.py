@@ -19,6 +19,7 @@ SlotInit = Literal["gaussian", "learned"]
 class SlotAttentionOutput:
     slots: Tensor  # [B, K, D] slots after the last iteration
     attn: Tensor  # [B, T, N, K] softmax over slots of every iteration, before the eps renormalisation
+    #               (T + 1 rounds with slot reference frames: InvariantSlotAttention)
     init_slots: Tensor  # [B, K, D] the slots the iterations started from
 
     @property
@@ -113,10 +114,13 @@ class SlotAttention(nn.Module):
         weights = attn + self.eps
         weights = weights / weights.sum(dim=1, keepdim=True)  # weighted mean over inputs
         updates = torch.einsum("bnk,bnd->bkd", weights, v)
+        return self.update(slots, updates), attn
+
+    def update(self, slots: Tensor, updates: Tensor) -> Tensor:
+        """GRU and residual MLP: slots [B, K, D], updates [B, K, D] -> new slots [B, K, D]."""
         b, n_slots, d = slots.shape
         slots = self.gru(updates.reshape(-1, d), slots.reshape(-1, d)).reshape(b, n_slots, d)
-        slots = slots + self.mlp(self.norm_mlp(slots))
-        return slots, attn
+        return slots + self.mlp(self.norm_mlp(slots))
 
     def forward(
         self,
