@@ -100,8 +100,7 @@ class InvariantSlotAttention(SlotAttention):
         v_rel = self.grid_mlp(v[:, None] + emb)
         q = self.to_q(self.norm_slots(slots)) * self.scale
         attn = torch.einsum("bknd,bkd->bnk", k_rel, q).softmax(dim=-1)  # slots compete for each input
-        weights = attn + self.eps
-        weights = weights / weights.sum(dim=1, keepdim=True)  # weighted mean over inputs
+        weights = self.mean_weights(attn)
         updates = torch.einsum("bnk,bknd->bkd", weights, v_rel)
         positions = torch.einsum("bnk,nc->bkc", weights, self.grid.to(weights.dtype))  # centre of mass, in [-1, 1]
         if scales is not None:  # the spread around it
@@ -121,10 +120,7 @@ class InvariantSlotAttention(SlotAttention):
         [B, T + 1, N, K] (the last round places the final slots' frames: its attention is their segmentation)."""
         if inputs.shape[1] != self.grid.shape[0]:
             raise ValueError(f"{inputs.shape[1]} inputs, but the module was built for a grid of {self.grid.shape[0]}")
-        num_slots = num_slots or (slots.shape[1] if slots is not None else self.num_slots)
-        num_iterations = num_iterations if num_iterations is not None else self.num_iterations
-        if num_iterations < 1:
-            raise ValueError("num_iterations must be >= 1")
+        num_slots, num_iterations = self.counts(num_slots, num_iterations, slots)
         if slots is None:
             feats = self.initial_slots(inputs.shape[0], num_slots, generator)
             slots = torch.cat([feats, self.initial_poses(inputs.shape[0], num_slots, generator).to(feats.dtype)], -1)

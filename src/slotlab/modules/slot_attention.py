@@ -111,10 +111,21 @@ class SlotAttention(nn.Module):
         q = self.to_q(self.norm_slots(slots)) * self.scale
         logits = torch.einsum("bnd,bkd->bnk", k, q)
         attn = logits.softmax(dim=-1)  # slots compete for each input
-        weights = attn + self.eps
-        weights = weights / weights.sum(dim=1, keepdim=True)  # weighted mean over inputs
-        updates = torch.einsum("bnk,bnd->bkd", weights, v)
+        updates = torch.einsum("bnk,bnd->bkd", self.mean_weights(attn), v)
         return self.update(slots, updates), attn
+
+    def mean_weights(self, attn: Tensor) -> Tensor:
+        """attn [B, N, K] -> weights of a weighted mean over the inputs: (attn + eps), summing to 1 over N."""
+        weights = attn + self.eps
+        return weights / weights.sum(dim=1, keepdim=True)
+
+    def counts(self, num_slots: int | None, num_iterations: int | None, slots: Tensor | None) -> tuple[int, int]:
+        """K and T of a call: given, else the explicit slots' number / the module's defaults."""
+        num_slots = num_slots or (slots.shape[1] if slots is not None else self.num_slots)
+        num_iterations = num_iterations if num_iterations is not None else self.num_iterations
+        if num_iterations < 1:
+            raise ValueError("num_iterations must be >= 1")
+        return num_slots, num_iterations
 
     def update(self, slots: Tensor, updates: Tensor) -> Tensor:
         """GRU and residual MLP: slots [B, K, D], updates [B, K, D] -> new slots [B, K, D]."""
@@ -131,10 +142,7 @@ class SlotAttention(nn.Module):
         generator: torch.Generator | None = None,
     ) -> SlotAttentionOutput:
         """inputs [B, N, D_in] -> SlotAttentionOutput. ``slots`` [B, K, D] overrides the initialisation."""
-        num_slots = num_slots or (slots.shape[1] if slots is not None else self.num_slots)
-        num_iterations = num_iterations if num_iterations is not None else self.num_iterations
-        if num_iterations < 1:
-            raise ValueError("num_iterations must be >= 1")
+        num_slots, num_iterations = self.counts(num_slots, num_iterations, slots)
         if slots is None:
             slots = self.initial_slots(inputs.shape[0], num_slots, generator)
         init_slots = slots
