@@ -77,7 +77,7 @@ def test_attention_moves_with_the_content_and_the_frame():
     feat[:, 1:3, 0:3] = torch.randn(B, 2, 3, D_IN, generator=gen(5))  # content in the top-left, rest uniform
     shifted = torch.zeros_like(feat)
     shifted[:, 2:4, 2:5] = feat[:, 1:3, 0:3]  # moved by (1, 2) cells
-    step = 2 / (S - 1)
+    step = 2 / S  # cell spacing of the grid over [-1, 1]
     start = sa(feat.flatten(1, 2), generator=gen()).init_slots
     start[..., D : D + 2] = torch.rand(B, K, 2, generator=gen(6)) * 0.8 - 1  # in [-1, -0.2]: stays inside moved
     moved = start.clone()
@@ -120,13 +120,54 @@ def test_relative_position_embedding_moves_with_the_slot():
     emb = RelativePositionEmbedding(4, 6)
     x = torch.zeros(1, 2, 4, 6, 6)
     pos = torch.tensor([[[-0.2, 0.1], [0.4, -0.6]]])
-    step = 2 / 5
+    step = 2 / 6  # cell centres of a 6 x 6 grid over [-1, 1]
     a = emb(x, pos)
     b = emb(x, pos + torch.tensor([step, 2 * step]))  # the slot one row down, two columns right
     torch.testing.assert_close(b[..., 1:, 2:], a[..., :5, :4])
     scales = torch.full((1, 2, 2), 0.5)
     c = emb(x, pos, scales)
-    torch.testing.assert_close(c, emb.proj.bias[None, None, :, None, None] + (a - emb.proj.bias[:, None, None]) * 2)
+    bias = emb.proj.bias[:, None, None]
+    torch.testing.assert_close(c, bias + (a - bias) * 2)
+    # scale_factor divides as the scale does (ISA's scales_factor), and a scale edited to 0 stays finite
+    emb5 = RelativePositionEmbedding(4, 6, scale_factor=5.0)
+    emb5.load_state_dict(emb.state_dict())
+    torch.testing.assert_close(emb5(x, pos, scales), bias + (a - bias) * 2 / 5)
+    assert torch.isfinite(emb(x, pos, torch.zeros(1, 2, 2))).all()
+    # a bf16 module (no autocast) takes float32 poses
+    assert emb.to(torch.bfloat16)(x.bfloat16(), pos, scales).dtype == torch.bfloat16
+
+
+def test_grids_of_different_sizes_agree_over_the_image():
+    """A position names the same place on the encoder's feature grid and the decoder's broadcast grid: each cell
+    of an 8 x 8 grid sits at the mean of the 2 x 2 cells it covers on a 16 x 16 grid over the same image."""
+    fine, coarse = position_grid(16).reshape(8, 2, 8, 2, 2), position_grid(8).reshape(8, 8, 2)
+    torch.testing.assert_close(fine.mean(dim=(1, 3)), coarse)
+    assert position_grid(8).min() == -7 / 8 and position_grid(8).max() == 7 / 8
+
+
+def test_pose_in_float32_and_finite_gradients_at_zero_spread():
+    sa = make("translation_scale")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sa(inputs(), generator=gen())
+    w = out.attn[:, -1].float() + sa.eps
+    w = w / w.sum(1, keepdim=True)
+    _, positions, scales = sa.split(out.slots)
+    assert positions.dtype == torch.float32
+    torch.testing.assert_close(positions, torch.einsum("bnk,nc->bkc", w, position_grid(S)), atol=1e-3, rtol=0)
+    # all of a slot's attention on one input: zero spread, scale at min_scale, and finite gradients
+    weights = torch.nn.functional.one_hot(torch.arange(K) * 2, N).float().T[None].requires_grad_()  # [1, N, K]
+    positions, scales = sa.pose(weights, with_scale=True)
+    torch.testing.assert_close(scales, torch.full((1, K, 2), sa.min_scale))
+    (positions.sum() + scales.sum()).backward()
+    assert torch.isfinite(weights.grad).all()
+
+
+def test_explicit_slots_must_carry_the_pose():
+    sa = make("translation_scale")
+    with pytest.raises(ValueError, match=r"slots must be \[B, 3, 12\]"):
+        sa(inputs(), slots=torch.zeros(B, K, D))
+    with pytest.raises(ValueError, match="slots must be"):
+        sa(inputs(), num_slots=K + 1, slots=torch.zeros(B, K, D + 4))
 
 
 def tiny_config(frame: str, **kwargs) -> SlotAutoencoderConfig:
@@ -151,6 +192,11 @@ def test_autoencoder_with_slot_frames(frame, tmp_path):
     moved = out.slots.clone()
     moved[:, 0, 16:18] = -moved[:, 0, 16:18]
     assert not torch.allclose(model.decode(moved).alpha[:, 0], out.masks[:, 0])
+    # bf16 autocast: the same poses to float32 accuracy (they are computed in float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(images, generator=gen())
+    assert low.slots.dtype == torch.float32
+    torch.testing.assert_close(low.slots[..., 16:], out.slots[..., 16:], atol=0.05, rtol=0)
     model.save_pretrained(tmp_path / "m")
     again = SlotAutoencoder.from_pretrained(tmp_path / "m").eval()
     torch.testing.assert_close(again(images, generator=gen()).reconstruction, out.reconstruction)
@@ -173,3 +219,5 @@ def test_slot_frame_config_errors():
     with pytest.raises(ValueError, match="Fourier position bands"):
         SlotAutoencoder(tiny_config("translation", decoder_pos_frequencies=2))
     assert type(SlotAutoencoder(tiny_config("none")).slot_attention) is SlotAttention
+    framed = SlotAutoencoder(tiny_config("translation_scale", slot_scale_factor=5.0))
+    assert framed.slot_attention.scale_factor == 5.0 and framed.decoder.pos.scale_factor == 5.0

@@ -11,8 +11,8 @@ from slotlab.modules import CNNEncoder, InvariantSlotAttention, SlotAttention, k
 def slot_encoder(c) -> tuple[CNNEncoder, SlotAttention]:
     """CNN encoder (+ position embedding, LN, MLP) and Slot Attention from a config with the shared fields
     (resolution, encoder_*, slot_dim, num_slots, num_iterations, mlp_hidden, attn_eps, ln_eps, slot_init,
-    implicit_grad, slot_frame). With a ``slot_frame`` (Invariant Slot Attention) the encoder adds no absolute
-    positions: the slots add them in their own frames."""
+    implicit_grad, slot_frame, slot_scale_factor). With a ``slot_frame`` (Invariant Slot Attention) the encoder
+    adds no absolute positions: the slots add them in their own frames."""
     framed = c.slot_frame != "none"
     encoder = CNNEncoder(c.resolution, c.encoder_channels, c.encoder_kernel, c.encoder_strides, out_dim=c.slot_dim,
                          ln_eps=c.ln_eps, pos_frequencies=c.encoder_pos_frequencies, position_embedding=not framed)
@@ -22,7 +22,7 @@ def slot_encoder(c) -> tuple[CNNEncoder, SlotAttention]:
         if c.encoder_pos_frequencies:
             raise ValueError("encoder_pos_frequencies needs the absolute position embedding: not with a slot_frame")
         slot_attention = InvariantSlotAttention(c.num_slots, c.slot_dim, encoder.feature_size, frame=c.slot_frame,
-                                                **kwargs)
+                                                scale_factor=c.slot_scale_factor, **kwargs)
     else:
         slot_attention = SlotAttention(c.num_slots, c.slot_dim, **kwargs)
     return encoder, slot_attention

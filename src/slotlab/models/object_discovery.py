@@ -24,6 +24,7 @@ class SlotAutoencoderConfig:
     slot_init: str = "gaussian"  # "gaussian" (paper) or "learned" (per-slot queries)
     implicit_grad: bool = False
     slot_frame: str = "none"  # Invariant Slot Attention: "translation" or "translation_scale" reference frames
+    slot_scale_factor: float = 1.0  # with translation_scale: relative grid (grid - position) / (factor * scale)
     weight_init: str = "keras"  # "keras": Glorot-uniform + zero bias, orthogonal GRU (official code); "torch": defaults
     attn_eps: float = 1e-8
     ln_eps: float = 1e-3
@@ -70,6 +71,7 @@ class SlotAutoencoder(nn.Module, PyTorchModelHubMixin, library_name="slotlab", t
         self.decoder = SpatialBroadcastDecoder(
             c.slot_dim, c.resolution, c.decoder_broadcast, c.decoder_channels, c.decoder_strides,
             c.decoder_kernel, c.decoder_out_kernel, c.decoder_pos_frequencies, pose_dims(c.slot_frame),
+            c.slot_scale_factor,
         )
         init_weights(self, c.weight_init)
 

@@ -29,6 +29,7 @@ class SlotSetPredictorConfig:
     slot_init: str = "gaussian"
     implicit_grad: bool = False
     slot_frame: str = "none"  # Invariant Slot Attention: "translation" or "translation_scale" reference frames
+    slot_scale_factor: float = 1.0  # with translation_scale: relative grid (grid - position) / (factor * scale)
     weight_init: str = "keras"
     attn_eps: float = 1e-8
     ln_eps: float = 1e-3

@@ -30,7 +30,7 @@ class SpatialBroadcastDecoder(nn.Module):
 
     ``pose_dims`` 2 or 4: the slots are posed, ``[features (slot_dim), position (2), scale (2)]``, as Invariant
     Slot Attention gives them, and each slot is drawn on the grid of its own frame (relative position embedding)
-    instead of the absolute one.
+    instead of the absolute one (``pose_scale_factor``: the encoder's ``scale_factor``).
     """
 
     def __init__(
@@ -44,6 +44,7 @@ class SpatialBroadcastDecoder(nn.Module):
         out_kernel_size: int = 3,
         pos_frequencies: int = 0,
         pose_dims: int = 0,
+        pose_scale_factor: float = 1.0,
     ):
         super().__init__()
         if pose_dims not in (0, 2, 4):
@@ -62,7 +63,7 @@ class SpatialBroadcastDecoder(nn.Module):
             raise ValueError(f"decoder outputs {size}x{size} (broadcast {broadcast_size}, strides {strides}) but the model works at {resolution}")
         self.broadcast_size, self.pose_dims = broadcast_size, pose_dims
         if pose_dims:
-            self.pos = RelativePositionEmbedding(slot_dim, broadcast_size)
+            self.pos = RelativePositionEmbedding(slot_dim, broadcast_size, pose_scale_factor)
         else:
             self.pos = SoftPositionEmbedding(slot_dim, (broadcast_size, broadcast_size), pos_frequencies)
         layers: list[nn.Module] = []

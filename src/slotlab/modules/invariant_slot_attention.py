@@ -10,7 +10,10 @@ frames of the final slots. A decoder that draws each slot on the same relative g
 
 The pose travels with the slot: the output slots are ``[features (D), position (y, x), scale (y, x)]``, so
 everything that stores, edits or decodes slots handles posed slots unchanged. Positions are in [-1, 1] over the
-input grid (``linspace(-1, 1)``); without a scale the frame is translation only (scale 1).
+image (the input grid's cell centres, :func:`slotlab.modules.position.position_grid`, so a decoder's broadcast grid
+of another size agrees); without a scale the frame is translation only (scale 1). Poses are computed in float32
+whatever the autocast precision: a bf16 grid would be off by a few thousandths, and that error is then divided by
+the scale.
 
 Shapes: B batch, N inputs on a ``grid_size`` x ``grid_size`` grid, K slots, D slot width, P pose width
 (2: position; 4: position and scale), T iterations.
@@ -48,6 +51,8 @@ class InvariantSlotAttention(SlotAttention):
         grid_hidden: hidden width of the MLP that mixes the relative-position embedding into keys and values.
         init_scale: the scale every slot starts from (0.1: fairly small objects, as the ISA code).
         min_scale, max_scale: scales are clipped to this range.
+        scale_factor: the relative grid is ``(grid - position) / (scale_factor * scale)`` (ISA's
+            ``scales_factor``: 1 by default, 5 in its CLEVR models); a decoder must use the same.
 
     Slots start at uniformly random positions in [-1, 1] (drawn with ``generator``), as ISA's Tetrominoes
     model; pass ``slots`` [B, K, D + P] to choose features and poses yourself.
@@ -70,20 +75,21 @@ class InvariantSlotAttention(SlotAttention):
         init_scale: float = 0.1,
         min_scale: float = 0.001,
         max_scale: float = 2.0,
+        scale_factor: float = 1.0,
     ):
         super().__init__(num_slots, dim, input_dim, num_iterations, mlp_hidden, eps, ln_eps, init, implicit_grad)
         self.frame, self.pose_dims = frame, pose_dims(frame)
         if self.pose_dims == 0:
             raise ValueError("InvariantSlotAttention needs a frame: 'translation' or 'translation_scale'")
         self.init_scale, self.min_scale, self.max_scale = init_scale, min_scale, max_scale
+        self.scale_factor = scale_factor
         self.grid_proj = nn.Linear(2, dim)
         self.grid_mlp = nn.Sequential(nn.LayerNorm(dim, eps=ln_eps), SlotMLP(dim, grid_hidden))
         self.register_buffer("grid", position_grid(grid_size), persistent=False)
 
     def initial_poses(self, batch_size: int, num_slots: int, generator: torch.Generator | None = None) -> Tensor:
         """[B, K, P]: positions uniform in [-1, 1], then (with scales) ``init_scale``."""
-        g = self.grid
-        positions = torch.rand(batch_size, num_slots, 2, device=g.device, dtype=g.dtype, generator=generator) * 2 - 1
+        positions = torch.rand(batch_size, num_slots, 2, device=self.grid.device, generator=generator) * 2 - 1
         if self.pose_dims == 2:
             return positions
         return torch.cat([positions, torch.full_like(positions, self.init_scale)], dim=-1)
@@ -95,18 +101,28 @@ class InvariantSlotAttention(SlotAttention):
 
     def attend(self, slots: Tensor, k: Tensor, v: Tensor, positions: Tensor, scales: Tensor | None):
         """One attention round in the slots' frames -> (updates [B, K, D], attn [B, N, K], positions, scales)."""
-        emb = self.grid_proj(relative_grid(self.grid.to(k.dtype), positions, scales))  # [B, K, N, D]
+        rel = relative_grid(self.grid, positions, scales, self.scale_factor)  # [B, K, N, 2], float32
+        emb = self.grid_proj(rel.to(self.grid_proj.weight.dtype))  # [B, K, N, D]
         k_rel = self.grid_mlp(k[:, None] + emb)  # every slot has its own keys and values
         v_rel = self.grid_mlp(v[:, None] + emb)
         q = self.to_q(self.norm_slots(slots)) * self.scale
         attn = torch.einsum("bknd,bkd->bnk", k_rel, q).softmax(dim=-1)  # slots compete for each input
         weights = self.mean_weights(attn)
         updates = torch.einsum("bnk,bknd->bkd", weights, v_rel)
-        positions = torch.einsum("bnk,nc->bkc", weights, self.grid.to(weights.dtype))  # centre of mass, in [-1, 1]
-        if scales is not None:  # the spread around it
-            spread = (self.grid[None, None].to(weights.dtype) - positions[:, :, None]).square()  # [B, K, N, 2]
-            scales = torch.einsum("bnk,bknc->bkc", weights, spread).sqrt().clamp(self.min_scale, self.max_scale)
+        positions, scales = self.pose(weights, with_scale=scales is not None)
         return updates, attn, positions, scales
+
+    def pose(self, weights: Tensor, with_scale: bool) -> tuple[Tensor, Tensor | None]:
+        """weights [B, N, K] (summing to 1 over N) -> positions [B, K, 2] (centre of mass, in [-1, 1]) and scales
+        [B, K, 2] (the spread around it, clipped) or None; in float32 whatever the autocast precision."""
+        with torch.autocast(weights.device.type, enabled=False):
+            weights = weights.float()
+            positions = torch.einsum("bnk,nc->bkc", weights, self.grid)
+            if not with_scale:
+                return positions, None
+            spread = (self.grid[None, None] - positions[:, :, None]).square()  # [B, K, N, 2]
+            var = torch.einsum("bnk,bknc->bkc", weights, spread)
+            return positions, var.clamp(self.min_scale**2, self.max_scale**2).sqrt()  # clamp first: sqrt'(0) = inf
 
     def forward(
         self,
@@ -124,10 +140,13 @@ class InvariantSlotAttention(SlotAttention):
         if slots is None:
             feats = self.initial_slots(inputs.shape[0], num_slots, generator)
             slots = torch.cat([feats, self.initial_poses(inputs.shape[0], num_slots, generator).to(feats.dtype)], -1)
+        elif slots.shape[-1] != self.dim + self.pose_dims or slots.shape[1] != num_slots:
+            raise ValueError(f"slots must be [B, {num_slots}, {self.dim + self.pose_dims}] (features and pose), "
+                             f"got {list(slots.shape)}")
         init_slots = slots
         feats, positions, scales = self.split(slots)
-        positions = positions.clamp(-1, 1)
-        scales = scales.clamp(self.min_scale, self.max_scale) if scales is not None else None
+        positions = positions.float().clamp(-1, 1)
+        scales = scales.float().clamp(self.min_scale, self.max_scale) if scales is not None else None
 
         x = self.norm_inputs(inputs)
         k, v = self.to_k(x), self.to_v(x)

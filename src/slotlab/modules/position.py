@@ -33,16 +33,23 @@ def fourier_features(grid: Tensor, num_frequencies: int) -> Tensor:
 
 
 def position_grid(side: int, device=None, dtype=None) -> Tensor:
-    """[side * side, 2] (y, x) of a square grid in row-major order, ``linspace(-1, 1)`` on both axes."""
-    t = torch.linspace(-1.0, 1.0, side, device=device, dtype=dtype)
+    """[side * side, 2] (y, x) of a square grid in row-major order: the cell centres ``(2 i + 1) / side - 1``
+    of a ``side`` x ``side`` grid laid over the image, so [-1, 1] spans the image whatever the grid's size.
+
+    A coordinate therefore names the same place on an encoder's 16 x 16 feature map and a decoder's 8 x 8
+    broadcast grid (``linspace(-1, 1)`` would not: its ends move with the grid size), up to a constant offset
+    the convolutions absorb."""
+    t = (torch.arange(side, device=device, dtype=dtype) * 2 + 1) / side - 1
     yy, xx = torch.meshgrid(t, t, indexing="ij")
     return torch.stack([yy, xx], dim=-1).reshape(-1, 2)
 
 
-def relative_grid(grid: Tensor, positions: Tensor, scales: Tensor | None) -> Tensor:
-    """grid [N, 2], positions [B, K, 2], scales [B, K, 2] or None -> [B, K, N, 2]: the grid in each slot's frame."""
+def relative_grid(grid: Tensor, positions: Tensor, scales: Tensor | None, scale_factor: float = 1.0) -> Tensor:
+    """grid [N, 2], positions [B, K, 2], scales [B, K, 2] or None -> [B, K, N, 2]: the grid in each slot's frame,
+    ``(grid - position) / (scale_factor * scale)``. ``scale_factor`` (ISA's ``scales_factor``) keeps the
+    coordinates moderate when scales are small."""
     rel = grid[None, None] - positions[:, :, None]
-    return rel if scales is None else rel / scales[:, :, None]
+    return rel if scales is None else rel / (scale_factor * scales[:, :, None])
 
 
 class SoftPositionEmbedding(nn.Module):
@@ -72,12 +79,13 @@ class RelativePositionEmbedding(nn.Module):
     """Adds ``Linear(grid in each slot's frame)`` to broadcast slots (Invariant Slot Attention's decoder).
 
     x [B, K, C, S, S] (each slot tiled to an S x S grid), positions [B, K, 2], scales [B, K, 2] or None ->
-    [B, K, C, S, S]. The grid is ``linspace(-1, 1)``, as :class:`slotlab.modules.InvariantSlotAttention`'s.
+    [B, K, C, S, S]. The grid is :func:`position_grid`, as :class:`slotlab.modules.InvariantSlotAttention`'s, and
+    ``scale_factor`` must be the module's. Scales (which edits may set) are clipped below at ``min_scale``.
     """
 
-    def __init__(self, channels: int, size: int):
+    def __init__(self, channels: int, size: int, scale_factor: float = 1.0, min_scale: float = 0.001):
         super().__init__()
-        self.size = size
+        self.size, self.scale_factor, self.min_scale = size, scale_factor, min_scale
         self.proj = nn.Linear(2, channels)
         self.register_buffer("grid", position_grid(size), persistent=False)
 
@@ -85,5 +93,7 @@ class RelativePositionEmbedding(nn.Module):
         b, k, c, s, _ = x.shape
         if s != self.size:
             raise ValueError(f"broadcast grid is {s}x{s}, position embedding built for {self.size}x{self.size}")
-        emb = self.proj(relative_grid(self.grid, positions.float(), None if scales is None else scales.float()))
+        scales = None if scales is None else scales.float().clamp_min(self.min_scale)
+        rel = relative_grid(self.grid, positions.float(), scales, self.scale_factor)  # in float32: poses are fine
+        emb = self.proj(rel.to(self.proj.weight.dtype))
         return x + emb.transpose(2, 3).reshape(b, k, c, s, s).to(x.dtype)  # [B, K, N, C] -> [B, K, C, S, S]
