@@ -94,6 +94,6 @@ class RelativePositionEmbedding(nn.Module):
         if s != self.size:
             raise ValueError(f"broadcast grid is {s}x{s}, position embedding built for {self.size}x{self.size}")
         scales = None if scales is None else scales.float().clamp_min(self.min_scale)
-        rel = relative_grid(self.grid, positions.float(), scales, self.scale_factor)  # in float32: poses are fine
+        rel = relative_grid(self.grid, positions.float(), scales, self.scale_factor)  # in float32, then in the layer's dtype
         emb = self.proj(rel.to(self.proj.weight.dtype))
         return x + emb.transpose(2, 3).reshape(b, k, c, s, s).to(x.dtype)  # [B, K, N, C] -> [B, K, C, S, S]
