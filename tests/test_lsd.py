@@ -9,7 +9,8 @@ from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderC
 from slotlab.models.lsd import LatentSlotDiffusion, LatentSlotDiffusionConfig
 from slotlab.modules import build_grid
 from slotlab.modules.backbones import UNetBackbone
-from slotlab.modules.slot_unet import PositionalAttnProcessor, SlotConditionedUNet
+from slotlab.config import load_config
+from slotlab.modules.slot_unet import CartesianEmbedding, PositionalAttnProcessor, SlotConditionedUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -27,8 +28,8 @@ def test_pixel_centre_grid():
     assert torch.allclose(g[2], 1 - g[0])
 
 
-def test_slot_unet_position_embeddings_per_transformer_block():
-    unet = SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8)
+def test_slot_unet_learned_position_embeddings_per_transformer_block():
+    unet = SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8, position_embedding="learned")
     # one embedding per transformer block, sized to its level's token grid and width
     shapes = sorted(tuple(p.shape) for p in unet.pos_embeds.values())
     # level 0 (8x8): 1 down + 2 up blocks; level 1 (4x4): 1 down + 2 up; the middle block at level 2 (2x2)
@@ -47,6 +48,32 @@ def test_slot_unet_position_embeddings_per_transformer_block():
     assert not torch.allclose(unet(x, t, s), y)  # the embedding is used
     plain = SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8, position_embedding=False)
     assert len(plain.pos_embeds) == 0
+
+
+def test_slot_unet_cartesian_position_embedding_per_attention():
+    unet = SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8, position_embedding="cartesian")
+    procs = unet.unet.attn_processors
+    # the official "cartesian" kind: one projection of the pixel-centre grid per attention (attn1 and attn2 apart)
+    assert len(unet.pos_embeds) == len(procs) == 14
+    assert all(isinstance(p, PositionalAttnProcessor) and isinstance(p.pos, CartesianEmbedding) for p in procs.values())
+    emb = unet.pos_embeds["down_blocks_1_attentions_0_transformer_blocks_0_attn2"]
+    grid = build_grid(4, 4, pixel_centres=True).flatten(1).T  # level 1: 4x4 tokens, token i = row-major pixel i
+    expected = grid @ emb.projection.weight.T + emb.projection.bias
+    assert emb().shape == (1, 16, 32) and torch.allclose(emb()[0], expected)
+    assert not any("grid" in k for k in unet.state_dict())  # the grid is rebuilt, not saved
+    x, t, s = torch.randn(2, 4, 8, 8), torch.tensor([3, 500]), torch.randn(2, 5, 16)
+    y = unet(x, t, s)
+    y.square().mean().backward()
+    assert all(m.projection.weight.grad.abs().sum() > 0 for m in unet.pos_embeds.values())
+    with pytest.raises(ValueError, match="position_embedding"):
+        SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8, position_embedding="sincos")
+
+
+def test_lsd_config_reads_older_boolean_position_embedding():
+    assert LatentSlotDiffusionConfig(position_embedding=True).position_embedding == "learned"
+    assert LatentSlotDiffusionConfig(position_embedding=False).position_embedding == "none"
+    assert LatentSlotDiffusionConfig().position_embedding == "cartesian"
+    assert load_config("lsd_demo").model.position_embedding == "learned"
 
 
 def test_unet_backbone_shape():

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from slotlab.modules import SlotAttention
 from slotlab.modules.backbones import UNetBackbone
 from slotlab.modules.encoders import FeatureEncoder, conv_stack
-from slotlab.modules.slot_unet import SlotConditionedUNet
+from slotlab.modules.slot_unet import SlotConditionedUNet, position_embedding_kind
 
 
 @dataclass
@@ -34,18 +34,18 @@ class LatentSlotDiffusionConfig:
     latent_size: int = 32  # resolution / the autoencoder's downsampling factor
     # encoder backbone: "unet" (official feature net) or "cnn" (strided convs, for CPUs)
     backbone: str = "unet"
-    backbone_channels: list[int] = field(default_factory=lambda: [64, 128, 256, 256])
+    backbone_channels: list[int] = field(default_factory=lambda: [128, 128, 256, 512])
     backbone_out: int = 192
     backbone_stride: int = 4  # unet: stem stride; cnn: ignored (use backbone_strides)
     backbone_strides: list[int] | None = None  # cnn only
     backbone_kernel: int = 5  # cnn only
-    backbone_layers_per_block: int = 2  # unet only
-    backbone_norm_groups: int = 32  # unet only
+    backbone_layers_per_block: int = 1  # unet only
+    backbone_norm_groups: int = 16  # unet only
     # Slot Attention
     num_slots: int = 24
     num_iterations: int = 3
     slot_dim: int = 192
-    mlp_hidden: int = 768
+    mlp_hidden: int = 192
     slot_init: str = "gaussian"
     implicit_grad: bool = False  # gradients through the last iteration only (Chang et al. 2022); off in the paper
     attn_eps: float = 1e-6
@@ -53,16 +53,20 @@ class LatentSlotDiffusionConfig:
     decoder_channels: list[int] = field(default_factory=lambda: [192, 384, 768, 768])
     decoder_layers_per_block: int = 2
     decoder_attention_levels: int = 3
-    decoder_heads: int = 8
-    decoder_norm_groups: int = 32
+    decoder_heads: int = 24
+    decoder_norm_groups: int = 24
     cross_attention_dim: int = 192
-    position_embedding: bool = True  # LSD's learned embedding before self- and cross-attention
+    # embedding added before the decoder's self- and cross-attention: "cartesian" (official), "learned" or "none"
+    position_embedding: str | bool = "cartesian"  # True/False (older configs) read as "learned"/"none"
     # noise
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
     beta_end: float = 0.012
     beta_schedule: str = "linear"
     cond_dropout: float = 0.0  # probability of dropping an image's slots in training (classifier-free guidance)
+
+    def __post_init__(self):
+        self.position_embedding = position_embedding_kind(self.position_embedding)
 
     @property
     def slot_width(self) -> int:

@@ -1,10 +1,15 @@
 """The LSD decoder: a diffusers ``UNet2DConditionModel`` that denoises latents, conditioned on slots through
-cross-attention, with LSD's learned position embedding added before self- and cross-attention.
+cross-attention, with LSD's position embedding added before self- and cross-attention.
 
-The official LSD code adds a learned embedding of the token grid to the normalised hidden states before both
-attentions of every transformer block. Here that is an attention processor: each transformer block owns one
-embedding [1, h*w, C] (registered on :class:`SlotConditionedUNet`, so it is saved and optimised like any weight)
-and the processors of its two attentions add it to the query-side hidden states before the standard attention.
+The official LSD code adds an embedding of the token grid to the normalised hidden states before both attentions
+of every transformer block. Here that is an attention processor that adds the embedding to the query-side hidden
+states, then runs diffusers' standard attention. Two kinds (``position_embedding``):
+
+- ``"cartesian"`` (the official MOVi-E configuration): each attention owns a learned 1x1 projection of the
+  pixel-centre grid ``(y, x, 1 - y, 1 - x)`` of its level to its width (:class:`CartesianEmbedding`).
+- ``"learned"``: each transformer block owns a free embedding [1, h*w, C] shared by its two attentions.
+
+The embeddings live on :class:`SlotConditionedUNet` (``pos_embeds``), so they are saved and optimised like any weight.
 """
 
 from __future__ import annotations
@@ -14,15 +19,32 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from slotlab.modules.position import build_grid
+
+POSITION_EMBEDDINGS = ("cartesian", "learned", "none")
+
+
+class CartesianEmbedding(nn.Module):
+    """() -> [1, side*side, channels]: a learned linear map of the pixel-centre grid ``(y, x, 1 - y, 1 - x)``."""
+
+    def __init__(self, side: int, channels: int):
+        super().__init__()
+        self.register_buffer("grid", build_grid(side, side, pixel_centres=True).flatten(1).T, persistent=False)
+        self.projection = nn.Linear(4, channels)
+
+    def forward(self) -> Tensor:
+        return self.projection(self.grid).unsqueeze(0)
+
 
 class PositionalAttnProcessor:
-    """Adds a learned position embedding to the hidden states, then runs diffusers' standard attention.
+    """Adds a position embedding to the hidden states, then runs diffusers' standard attention.
 
     Self-attention: queries, keys and values all see the embedding; cross-attention: the queries do (the keys and
-    values are the slots). Not an ``nn.Module``: the embedding is owned by :class:`SlotConditionedUNet`.
+    values are the slots). ``pos`` is a parameter [1, N, C] or a module giving one. Not an ``nn.Module``: the
+    embedding is owned by :class:`SlotConditionedUNet`.
     """
 
-    def __init__(self, pos: nn.Parameter):
+    def __init__(self, pos: nn.Parameter | nn.Module):
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         self.pos = pos
@@ -30,7 +52,8 @@ class PositionalAttnProcessor:
 
     def __call__(self, attn, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
                  attention_mask: Tensor | None = None, temb: Tensor | None = None, *args, **kwargs) -> Tensor:
-        return self.attention(attn, hidden_states + self.pos.to(hidden_states.dtype), encoder_hidden_states,
+        pos = self.pos() if isinstance(self.pos, nn.Module) else self.pos
+        return self.attention(attn, hidden_states + pos.to(hidden_states.dtype), encoder_hidden_states,
                               attention_mask, temb)
 
 
@@ -39,15 +62,17 @@ class SlotConditionedUNet(nn.Module):
 
     The first ``num_attention_levels`` resolution levels (and the middle block) use cross-attention blocks,
     the rest plain residual blocks; ``attention_heads`` is diffusers' ``attention_head_dim`` (the number of heads).
+    ``position_embedding``: ``"cartesian"``, ``"learned"`` or ``"none"`` (``True``/``False`` read as learned/none).
     """
 
     def __init__(self, sample_size: int, latent_channels: int = 4, block_out_channels: Sequence[int] = (192, 384, 768, 768),
                  layers_per_block: int = 2, num_attention_levels: int = 3, cross_attention_dim: int = 192,
-                 attention_heads: int = 8, norm_num_groups: int = 32, position_embedding: bool = True):
+                 attention_heads: int = 8, norm_num_groups: int = 32, position_embedding: str | bool = "cartesian"):
         super().__init__()
         from diffusers import UNet2DConditionModel
         from diffusers.models.attention_processor import Attention
 
+        kind = position_embedding_kind(position_embedding)
         n = len(block_out_channels)
         down = tuple("CrossAttnDownBlock2D" if i < num_attention_levels else "DownBlock2D" for i in range(n))
         up = tuple(reversed(["CrossAttnUpBlock2D" if i < num_attention_levels else "UpBlock2D" for i in range(n)]))
@@ -57,23 +82,35 @@ class SlotConditionedUNet(nn.Module):
             up_block_types=up, cross_attention_dim=cross_attention_dim, attention_head_dim=attention_heads,
             norm_num_groups=norm_num_groups,
         )
-        self.pos_embeds = nn.ParameterDict()
-        if not position_embedding:
+        self.pos_embeds = nn.ParameterDict() if kind == "learned" else nn.ModuleDict()
+        if kind == "none":
             return
         processors = {}
         for name, module in self.unet.named_modules():
             if not isinstance(module, Attention):
                 continue
-            block = name.rsplit(".", 1)[0]  # ...transformer_blocks.i: its attn1 and attn2 share one embedding
-            key = block.replace(".", "_")
-            if key not in self.pos_embeds:
-                side = sample_size // 2 ** _level(name, n)
-                self.pos_embeds[key] = nn.Parameter(torch.randn(1, side * side, module.to_q.in_features) * 0.02)
+            side, width = sample_size // 2 ** _level(name, n), module.to_q.in_features
+            if kind == "cartesian":  # one projection per attention
+                key = name.replace(".", "_")
+                self.pos_embeds[key] = CartesianEmbedding(side, width)
+            else:  # one embedding per transformer block: its attn1 and attn2 share it
+                key = name.rsplit(".", 1)[0].replace(".", "_")
+                if key not in self.pos_embeds:
+                    self.pos_embeds[key] = nn.Parameter(torch.randn(1, side * side, width) * 0.02)
             processors[f"{name}.processor"] = PositionalAttnProcessor(self.pos_embeds[key])
         self.unet.set_attn_processor(processors)
 
     def forward(self, latents: Tensor, timesteps: Tensor, slots: Tensor) -> Tensor:
         return self.unet(latents, timesteps, encoder_hidden_states=slots).sample
+
+
+def position_embedding_kind(value: str | bool) -> str:
+    """``"cartesian"``, ``"learned"`` or ``"none"``; ``True``/``False`` (configs before the choice) = learned/none."""
+    if isinstance(value, bool):
+        return "learned" if value else "none"
+    if value not in POSITION_EMBEDDINGS:
+        raise ValueError(f"position_embedding must be one of {', '.join(POSITION_EMBEDDINGS)}, got {value!r}")
+    return value
 
 
 def _level(name: str, num_levels: int) -> int:
