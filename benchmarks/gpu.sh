@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU row of docs/benchmarks.md in one go (about 6 minutes on one H200), JSON lines on stdout, then a short
+# Every GPU row of docs/benchmarks.md in one go (about 8 minutes on one H200), JSON lines on stdout, then a short
 # end-to-end object-discovery demo on the GPU (written to $1, default gpu-demo). Each part has its own time limit,
 # so one that fails or runs long does not stop the rest. Run from the repository root with slotlab importable.
 set -u

@@ -122,7 +122,7 @@ def bench_autoencoder(preset: str, modes: list[str], steps: int, warmup: int, de
     r, batch = cfg.model.resolution, cfg.optim.batch_size
     images = torch.rand(batch, 3, r, r, device=device) * 2 - 1
     for mode in modes:
-        dtype = torch.bfloat16 if "bf16" in mode else torch.float16 if "fp16" in mode else None
+        dtype = _dtype(set(mode.split("+")))
         torch.manual_seed(0)
         ae = ImageAutoencoder(cfg.model).to(device)
         opt = torch.optim.Adam(ae.parameters(), lr=1e-4)

@@ -58,13 +58,13 @@ def test_slot_unet_cartesian_position_embedding_per_attention():
     assert all(isinstance(p, PositionalAttnProcessor) and isinstance(p.pos, CartesianEmbedding) for p in procs.values())
     emb = unet.pos_embeds["down_blocks_1_attentions_0_transformer_blocks_0_attn2"]
     grid = build_grid(4, 4, pixel_centres=True).flatten(1).T  # level 1: 4x4 tokens, token i = row-major pixel i
-    expected = grid @ emb.projection.weight.T + emb.projection.bias
+    expected = grid @ emb.proj.weight.T + emb.proj.bias
     assert emb().shape == (1, 16, 32) and torch.allclose(emb()[0], expected)
     assert not any("grid" in k for k in unet.state_dict())  # the grid is rebuilt, not saved
     x, t, s = torch.randn(2, 4, 8, 8), torch.tensor([3, 500]), torch.randn(2, 5, 16)
     y = unet(x, t, s)
     y.square().mean().backward()
-    assert all(m.projection.weight.grad.abs().sum() > 0 for m in unet.pos_embeds.values())
+    assert all(m.proj.weight.grad.abs().sum() > 0 for m in unet.pos_embeds.values())
     with pytest.raises(ValueError, match="position_embedding"):
         SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8, position_embedding="sincos")
 

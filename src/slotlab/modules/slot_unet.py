@@ -19,21 +19,20 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from slotlab.modules.position import build_grid
+from slotlab.modules.position import SoftPositionEmbedding
 
 POSITION_EMBEDDINGS = ("cartesian", "learned", "none")
 
 
-class CartesianEmbedding(nn.Module):
-    """() -> [1, side*side, channels]: a learned linear map of the pixel-centre grid ``(y, x, 1 - y, 1 - x)``."""
+class CartesianEmbedding(SoftPositionEmbedding):
+    """The soft position embedding of the pixel-centre grid ``(y, x, 1 - y, 1 - x)`` as tokens:
+    () -> [1, side*side, channels], row-major like diffusers' token order."""
 
     def __init__(self, side: int, channels: int):
-        super().__init__()
-        self.register_buffer("grid", build_grid(side, side, pixel_centres=True).flatten(1).T, persistent=False)
-        self.projection = nn.Linear(4, channels)
+        super().__init__(channels, (side, side), pixel_centres=True)
 
     def forward(self) -> Tensor:
-        return self.projection(self.grid).unsqueeze(0)
+        return self.embedding().flatten(2).transpose(1, 2)
 
 
 class PositionalAttnProcessor:
