@@ -368,3 +368,17 @@ def test_build_dataset_unknown_name():
 
     with pytest.raises(ConfigError, match="tetrominoes"):
         build_dataset(DataConfig(dataset="nope"), "train")
+
+
+def test_shuffled_sampler_resumed_at_a_step_goes_on_after_the_batches_done():
+    straight = ShuffledBatchSampler(24, 4, seed=3)  # 6 batches an epoch
+    two_epochs = _epoch(straight)
+    straight.set_epoch(1)
+    two_epochs += _epoch(straight)
+    for start in (0, 4, 6, 9):
+        resumed = ShuffledBatchSampler(24, 4, seed=3, start_step=start)
+        rest = []
+        for epoch in range(start // 6, 2):  # Lightning sets the restored epoch, then the next
+            resumed.set_epoch(epoch)
+            rest += _epoch(resumed)
+        assert rest == two_epochs[start:]

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from slotlab.checkpoints import load_trained
 from slotlab.cli.main import main
@@ -13,6 +14,7 @@ from slotlab.data import generate_tetrominoes, save_npz
 from slotlab.data.registry import VAL_SEED_OFFSET, build_dataset
 from slotlab.evaluation import evaluate_object_discovery
 from slotlab.models import SlotAutoencoder
+from slotlab.training.run import train
 
 STEPS = 2500
 OVERRIDES = [f"optim.max_steps={STEPS}", "data.train_size=20000", "trainer.max_time_minutes=null",
@@ -61,3 +63,51 @@ def test_short_training_learns_to_segment(tmp_path):
     assert main(["train", "tetrominoes_demo", "--out", str(out), "--no-progress", "--resume", *more]) == 0
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == STEPS + 20
+
+
+def test_resumed_curve_counts_seconds_on_from_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    tiny = ["optim.max_steps=4", "optim.batch_size=4", "data.train_size=32", "data.val_size=8",
+            "trainer.max_time_minutes=null", "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=4",
+            "trainer.precision=32-true", "model.encoder_channels=[8,8,8]", "model.slot_dim=16", "model.mlp_hidden=16"]
+    assert main(["train", "tetrominoes_demo", "--out", str(out), "--no-progress", *tiny]) == 0
+    # pretend the first stretch took 1000 s: the resumed run's rows must go on from there
+    last = out / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=False)
+    (key,) = [k for k in ckpt["callbacks"] if k.startswith("CurveLogger")]
+    assert 0 < ckpt["callbacks"][key]["seconds"] < 1000
+    ckpt["callbacks"][key]["seconds"] = 1000.0
+    torch.save(ckpt, last)
+    more = [o if not o.startswith("optim.max_steps") else "optim.max_steps=8" for o in tiny]
+    assert main(["train", "tetrominoes_demo", "--out", str(out), "--no-progress", "--resume", *more]) == 0
+    curve = [json.loads(line) for line in (out / "curve.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in curve] == [2, 4, 6, 8]
+    assert all(row["seconds"] < 1000 for row in curve[:2])
+    assert all(1000 <= row["seconds"] < 1000 + 600 for row in curve[2:])
+
+
+class _BatchRecorder(Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.seen.append((trainer.global_step, trainer.current_epoch, round(float(batch["image"].sum()), 3)))
+
+
+@pytest.mark.parametrize("stop", [4, 6])  # mid-epoch, and exactly at the end of the first epoch
+def test_resumed_run_sees_the_batches_of_the_uninterrupted_run(tmp_path, stop):
+    # 24 scenes in batches of 4: 6 batches an epoch, 10 steps cross into the second epoch
+    tiny = ["optim.batch_size=4", "data.train_size=24", "data.val_size=4", "trainer.max_time_minutes=null",
+            "trainer.val_every_n_steps=100", "trainer.precision=32-true", "model.encoder_channels=[8,8,8]",
+            "model.slot_dim=16", "model.mlp_hidden=16"]
+    straight = _BatchRecorder()
+    train(load_config("tetrominoes_demo", [*tiny, "optim.max_steps=10"]), tmp_path / "a", progress=False,
+          callbacks=[straight])
+    first, second = _BatchRecorder(), _BatchRecorder()
+    out = tmp_path / "b"
+    train(load_config("tetrominoes_demo", [*tiny, f"optim.max_steps={stop}", f"trainer.checkpoint_every_n_steps={stop}"]),
+          out, progress=False, callbacks=[first])
+    train(load_config("tetrominoes_demo", [*tiny, "optim.max_steps=10"]), out, resume="last", progress=False,
+          callbacks=[second])
+    assert len(straight.seen) == 10
+    assert first.seen + second.seen == straight.seen

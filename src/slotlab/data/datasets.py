@@ -67,13 +67,17 @@ class ShuffledBatchSampler(Sampler[Tensor]):
 
     Each of ``world_size`` ranks takes every ``world_size``-th batch, so replicas see disjoint data.
     Incomplete last batches are dropped.
+
+    ``start_step``: the step a resumed run starts at (one batch per step). Batches of the epoch before it were
+    trained on already and are skipped, so a resumed run sees the batches the uninterrupted run would have.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 start_step: int = 0):
         if num_items < batch_size * world_size:
             raise DataError(f"{num_items} training items are fewer than one batch of {batch_size} x {world_size} devices")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.rank, self.world_size, self.epoch, self.start_step = rank, world_size, 0, start_step
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -86,7 +90,7 @@ class ShuffledBatchSampler(Sampler[Tensor]):
         perm = torch.randperm(self.num_items, generator=g)
         n = len(self) * self.batch_size * self.world_size
         batches = perm[:n].view(-1, self.world_size, self.batch_size)[:, self.rank]
-        yield from batches
+        yield from batches[max(0, self.start_step - self.epoch * len(self)):]
 
 
 class SequentialBatchSampler(Sampler[Tensor]):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,7 +60,10 @@ class SceneDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        return self._loader(self.train, ShuffledBatchSampler(len(self.train), self.batch_size, self.seed, rank, world))
+        # a resumed run (Lightning has restored the step by now) goes on after the batches already trained on
+        start = self.trainer.global_step if self.trainer else 0
+        return self._loader(self.train, ShuffledBatchSampler(len(self.train), self.batch_size, self.seed, rank, world,
+                                                             start_step=start))
 
     def val_dataloader(self):
         if self.val is None:
@@ -70,15 +74,28 @@ class SceneDataModule(L.LightningDataModule):
 
 
 class CurveLogger(Callback):
-    """Appends ``{"step", "seconds", "fg_ari", ...}`` after every validation to ``curve.jsonl`` (rank 0)."""
+    """Appends ``{"step", "seconds", "fg_ari", ...}`` after every validation to ``curve.jsonl`` (rank 0).
+
+    ``seconds`` is training time: it counts from the start of the run and, after ``--resume``, goes on from the
+    time saved in the checkpoint (the time between that checkpoint and the interruption is not counted)."""
 
     def __init__(self, path: Path):
-        self.path, self.start = path, time.monotonic()
+        self.path, self.start, self.offset = path, time.monotonic(), 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.offset + time.monotonic() - self.start
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.offset, self.start = float(state_dict["seconds"]), time.monotonic()
 
     def on_validation_end(self, trainer, pl_module):
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        row = {"step": trainer.global_step, "seconds": round(time.monotonic() - self.start, 1)}
+        row = {"step": trainer.global_step, "seconds": round(self.seconds, 1)}
         row.update({k.split("/", 1)[1]: round(float(v), 5) for k, v in trainer.callback_metrics.items() if k.startswith("val/")})
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
@@ -177,7 +194,10 @@ def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = No
     if resume == "last":
         last = out_dir / "checkpoints" / "last.ckpt"
         resume = str(last) if last.is_file() else None
-    trainer.fit(module, datamodule=data, ckpt_path=resume)
+    with warnings.catch_warnings():
+        # SceneDataModule resumes mid-epoch itself (its sampler skips the batches done), which Lightning cannot see
+        warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
     if config.task == "autoencoder" and trainer.is_global_zero:  # last.ckpt again, now with the scaling factor
         trainer.save_checkpoint(out_dir / "checkpoints" / "last.ckpt")
     model_dir = out_dir / "model"
