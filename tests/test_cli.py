@@ -185,6 +185,14 @@ def test_error_output_as_a_real_process(tmp_path, workdir):
     assert "[2, 35, 35, 4]" in lines[0]
 
 
+
+def test_python_dash_m_slotlab_keeps_the_exit_status(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "slotlab", "train", "tetrominoes_demo", "--out", str(tmp_path / "run"),
+                        "model.no_such_key=1"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("slotlab: error:"), r.stderr
+    assert not (tmp_path / "run").exists()
+
+
 # -------------------------------------------------------------------------- eval, visualize
 
 

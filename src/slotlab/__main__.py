@@ -1,6 +1,8 @@
-"""``python -m slotlab``: the same as the ``slotlab`` command."""
+"""``python -m slotlab``: the same as the ``slotlab`` command, exit status included."""
+
+import sys
 
 from slotlab.cli.main import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
