@@ -282,3 +282,17 @@ def test_bare_resume_followed_by_overrides():
     assert args.resume == "last" and args.overrides == ["optim.lr=1e-4", "data.seed=2"]
     args = parse_args(["train", "tetrominoes", "--out", "runs/x", "--resume", "runs/x/checkpoints/last.ckpt"])
     assert args.resume == "runs/x/checkpoints/last.ckpt" and args.overrides == []
+
+
+def test_data_references_scores_reference_segmentations_of_a_store(tmp_path):
+    from slotlab.data.convert import write_procedural_store
+
+    store = write_procedural_store("tetrominoes", tmp_path / "store", 12, 0, 32)
+    assert main(["data", "references", str(store.root), "--grid", "32", "--grid", "4", "--last", "8",
+                 "--out", str(tmp_path / "ref.json")]) == 0
+    ref = json.loads((tmp_path / "ref.json").read_text())
+    assert ref["num_images"] == 8 and ref["voronoi"]["num_objects"] == 8 * 3
+    assert ref["voronoi"]["fg_ari"] == pytest.approx(1.0)  # every piece whole in its own segment
+    assert ref["voronoi"]["mbo_objects"] < 0.6  # ... but sharing it with a third of the ground
+    assert ref["pooled_32"]["mbo_objects"] == pytest.approx(1.0)  # the ground truth at its own resolution
+    assert ref["pooled_4"]["mbo_objects"] < ref["pooled_32"]["mbo_objects"]

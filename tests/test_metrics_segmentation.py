@@ -302,3 +302,41 @@ def test_binding_errors_stray_to_a_neighbours_slot() -> None:
     both = binding_errors(torch.cat([true, true.flip(-1)]), torch.cat([pred, pred.flip(-1)]))
     assert both["purity"].shape == (4,)
     torch.testing.assert_close(both["purity"][:2], b["purity"])
+
+
+# ---------------------------------------------------------------------------- reference segmentations
+
+
+def test_voronoi_gives_the_ground_to_the_nearest_object():
+    from slotlab.metrics import fg_ari, voronoi_labels
+
+    true = _t([[1, 0, 0, 0],
+               [0, 0, 0, 0],
+               [0, 0, 0, 0],
+               [0, 0, 0, 2]],
+              [[0, 0, 0, 0],
+               [0, 0, 0, 0],
+               [0, 0, 0, 0],
+               [0, 0, 0, 0]])
+    vor = voronoi_labels(true)
+    # above the anti-diagonal is nearer object 1, below nearer 2; on it, ties go to either
+    assert vor[0, 0, 1] == vor[0, 1, 0] == vor[0, 0, 2] == 1 and vor[0, 3, 2] == vor[0, 2, 3] == 2
+    assert (vor[0][true[0] > 0] == true[0][true[0] > 0]).all()  # objects keep their own labels
+    assert (vor[1] == 0).all()  # no objects: nothing to give the ground to
+    # every object whole in its own segment: FG-ARI 1, but each object's IoU is its share of its cell
+    assert fg_ari(true[:1], vor[:1]).item() == pytest.approx(1.0)
+    mbo = segmentation_metrics(true[:1], vor[:1])["mbo_objects"]
+    assert mbo == pytest.approx(0.5 * (1 / (vor[0] == 1).sum().item() + 1 / (vor[0] == 2).sum().item()))
+
+
+def test_pooled_labels_keep_large_regions_and_lose_small_ones():
+    from slotlab.metrics import pooled_labels
+
+    true = torch.zeros(1, 16, 16, dtype=torch.int64)
+    true[0, :, 8:] = 5  # right half: kept on a 4x4 grid
+    true[0, 1, 1] = 3  # one pixel: a 4x4 grid cannot hold it
+    pooled = pooled_labels(true, 4)
+    assert pooled.shape == true.shape and pooled.dtype == true.dtype
+    assert (pooled[0, :, 9:] == 5).all() and (pooled[0, :, :7] == 0).all()
+    assert not (pooled == 3).any()
+    assert torch.equal(pooled_labels(true, 16), true)  # at full resolution: the ground truth itself

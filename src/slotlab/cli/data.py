@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def add_data(sub) -> None:
-    p = sub.add_parser("data", help="datasets: list, download, convert, info, generate",
+    p = sub.add_parser("data", help="datasets: list, download, convert, info, generate, references",
                        description="Datasets in their published formats and their procedural twins. Typical use:\n"
                        "  slotlab data download clevr6 --root ~/data\n"
                        "  slotlab data convert clevr6 ~/data/clevr_with_masks_train.tfrecords ~/data/clevr6-128\n"
@@ -72,6 +72,18 @@ def add_data(sub) -> None:
     q.add_argument("--resolution", type=int, help="--store: model resolution (default: the papers')")
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_generate)
+
+    q = dsub.add_parser("references", help="segmentation scores of reference segmentations made from a store's masks",
+                        description="Score segmentations built from the ground truth of a store, to read a model's "
+                        "FG-ARI, mBO and mIoU against: 'voronoi' (every object whole in its own segment, the ground "
+                        "given to the nearest object: perfect binding, ground split between the objects' slots) "
+                        "and 'pooled_G' (the ground truth on a G x G grid, upsampled bilinearly: the best that "
+                        "attention masks on a G x G feature map can give). Prints JSON.")
+    q.add_argument("store", help="a store with label maps (from `slotlab data convert` or `generate --store`)")
+    q.add_argument("--grid", type=int, action="append", default=[], help="pooled_G references (repeatable)")
+    q.add_argument("--last", type=int, help="only the store's last N scenes (e.g. the LSD demo's test split)")
+    q.add_argument("--out", help="also write the JSON to this file")
+    q.set_defaults(func=cmd_references)
 
 
 def cmd_list(args) -> int:
@@ -168,4 +180,29 @@ def cmd_cache_latents(args) -> int:
                           attrs={"dataset": source.attrs.get("dataset"), "crop": source.attrs.get("crop"),
                                  "autoencoder_ref": str(args.autoencoder)})
     print(json.dumps(store.describe(), indent=2))
+    return 0
+
+
+def cmd_references(args) -> int:
+    import numpy as np
+    import torch
+
+    from slotlab.cli.main import _write_json
+    from slotlab.data.store import Store
+    from slotlab.errors import DataError
+    from slotlab.metrics import SegmentationScores, fg_ari, mean_ignoring_nan, pooled_labels, voronoi_labels
+
+    labels = Store(Path(args.store).expanduser()).arrays.get("labels")
+    if labels is None:
+        raise DataError(f"{args.store}: the store has no label maps to build references from")
+    labels = torch.from_numpy(np.asarray(labels[-args.last:] if args.last else labels[:]).astype(np.int64))
+    references = {"voronoi": voronoi_labels(labels), **{f"pooled_{g}": pooled_labels(labels, g) for g in args.grid}}
+    out = {"store": str(args.store), "num_images": len(labels)}
+    for name, pred in references.items():
+        scores = SegmentationScores()
+        for a, b in zip(labels.split(256), pred.split(256)):
+            scores.update(a, b)
+        ari = torch.cat([fg_ari(a, b) for a, b in zip(labels.split(256), pred.split(256))])
+        out[name] = {"fg_ari": mean_ignoring_nan(ari), **scores.compute()}
+    _write_json(out, args.out)
     return 0

@@ -9,6 +9,7 @@ from slotlab.metrics.ari import (
     to_labels,
 )
 from slotlab.metrics.image import image_mse, psnr
+from slotlab.metrics.reference import pooled_labels, voronoi_labels
 from slotlab.metrics.segmentation import (
     SegmentationScores,
     best_overlap,
@@ -27,6 +28,8 @@ __all__ = [
     "to_labels",
     "image_mse",
     "psnr",
+    "pooled_labels",
+    "voronoi_labels",
     "SegmentationScores",
     "best_overlap",
     "binding_errors",
