@@ -19,6 +19,7 @@ from slotlab.metrics import (
     iou_table,
     matched_iou,
     segmentation_metrics,
+    summarise_binding,
 )
 
 TOL = 1e-12
@@ -289,6 +290,14 @@ def test_binding_errors_by_hand() -> None:
     assert b["merged"].tolist() == [False, True, True]
     assert b["stray"].tolist() == [1, 0, 0]
     assert b["stray_to_spare"].tolist() == [1, 0, 0]
+    # slot 0 owns object 1 and also holds 2 background pixels of its 5; slot 1 holds no background
+    torch.testing.assert_close(b["owner_ground"], torch.tensor([0.4, 0.0, 0.0], dtype=torch.float64))
+    # over batches: means over all objects, stray_to_spare as a share of all stray pixels
+    summary = summarise_binding([b, binding_errors(true, true)])
+    assert summary["object_purity"] == pytest.approx((0.75 + 2 + 3) / 6)
+    assert summary["split_objects"] == pytest.approx(1 / 6) and summary["merged_objects"] == pytest.approx(2 / 6)
+    assert summary["owner_ground"] == pytest.approx(0.4 / 6) and summary["stray_to_spare"] == pytest.approx(1.0)
+    assert summarise_binding([binding_errors(torch.zeros(1, 2, 2, dtype=torch.long), pred[:, :2, :2])]) == {}
 
 
 def test_binding_errors_stray_to_a_neighbours_slot() -> None:

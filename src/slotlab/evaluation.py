@@ -11,7 +11,15 @@ from tqdm.auto import tqdm
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
 from slotlab.errors import DataError
-from slotlab.metrics import SegmentationScores, ari_score, binding_errors, image_mse, mean_ignoring_nan, psnr
+from slotlab.metrics import (
+    SegmentationScores,
+    ari_score,
+    binding_errors,
+    image_mse,
+    mean_ignoring_nan,
+    psnr,
+    summarise_binding,
+)
 from slotlab.metrics.average_precision import average_precisions
 from slotlab.models import SlotAutoencoder
 from slotlab.models.set_prediction import SlotSetPredictor
@@ -46,7 +54,8 @@ def evaluate_object_discovery(
     scores Slot Attention's last-iteration attention, upsampled to the image. With masks, the binding diagnostics of
     :func:`~slotlab.metrics.binding_errors` (decoder masks, over all objects) say what the errors are: ``split_objects``
     (under 90 % of the object in one slot), ``merged_objects`` (its slot also holds another object),
-    ``object_purity`` and ``stray_to_spare`` (the share of misassigned object pixels held by slots that own no object).
+    ``object_purity``, ``owner_ground`` (the share of background in the slot that owns an object) and
+    ``stray_to_spare`` (the share of misassigned object pixels held by slots that own no object).
 
     Slot initialisation noise is drawn from a generator seeded with ``seed``, so results repeat exactly.
     """
@@ -72,11 +81,7 @@ def evaluate_object_discovery(
         metrics["ari"] = mean_ignoring_nan(torch.cat(full))
         metrics["fg_ari_attention"] = mean_ignoring_nan(torch.cat(fg_attn))
         metrics["averaged_over"] = "images"
-        b = {k: torch.cat([part[k] for part in binding]) for k in binding[0]}
-        if b["purity"].numel():
-            metrics.update(object_purity=float(b["purity"].mean()), split_objects=float(b["split"].double().mean()),
-                           merged_objects=float(b["merged"].double().mean()),
-                           stray_to_spare=float(b["stray_to_spare"].sum() / b["stray"].sum().clamp(min=1)))
+        metrics.update(summarise_binding(binding))
     return metrics
 
 
@@ -113,21 +118,24 @@ def evaluate_lsd(model, dataset: SceneDataset, batch_size: int = 64, seed: int =
                  progress: bool = False) -> dict:
     """Segmentation of a Latent Slot Diffusion model from its last-iteration attention (upsampled, argmax):
     ``fg_ari`` (mean over images), ``mbo_objects``/``miou_objects`` (mean over all objects, the LSD paper's
-    convention) and ``mbo_images``/``miou_images`` (mean over images of per-image means)."""
+    convention) and ``mbo_images``/``miou_images`` (mean over images of per-image means), and the binding
+    diagnostics of :func:`~slotlab.metrics.binding_errors` over all objects (``split_objects``, ``merged_objects``,
+    ``owner_ground``, ...)."""
     if dataset.labels is None:
         raise DataError("the data has no masks to score the segmentation against")
     model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    fg, seg = [], SegmentationScores()
+    fg, seg, binding = [], SegmentationScores(), []
     for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
         batch = dataset[idx]
         enc = model.encode(batch["image"].to(device), num_iterations=num_iterations, generator=g)
         pred = attention_labels(enc.attn[:, -1], batch["labels"].shape[-1]).cpu()
         fg.append(ari_score(batch["labels"], pred, foreground_only=True))
         seg.update(batch["labels"], pred)
+        binding.append(binding_errors(batch["labels"], pred))
     return {"num_images": len(dataset), "fg_ari": mean_ignoring_nan(torch.cat(fg)), **seg.compute(),
-            "fg_ari_averaged_over": "images"}
+            "fg_ari_averaged_over": "images", **summarise_binding(binding)}
 
 
 @torch.no_grad()

@@ -190,7 +190,15 @@ def cmd_references(args) -> int:
     from slotlab.cli.main import _write_json
     from slotlab.data.store import Store
     from slotlab.errors import DataError
-    from slotlab.metrics import SegmentationScores, fg_ari, mean_ignoring_nan, pooled_labels, voronoi_labels
+    from slotlab.metrics import (
+        SegmentationScores,
+        binding_errors,
+        fg_ari,
+        mean_ignoring_nan,
+        pooled_labels,
+        summarise_binding,
+        voronoi_labels,
+    )
 
     labels = Store(Path(args.store).expanduser()).arrays.get("labels")
     if labels is None:
@@ -199,10 +207,11 @@ def cmd_references(args) -> int:
     references = {"voronoi": voronoi_labels(labels), **{f"pooled_{g}": pooled_labels(labels, g) for g in args.grid}}
     out = {"store": str(args.store), "num_images": len(labels)}
     for name, pred in references.items():
-        scores = SegmentationScores()
+        scores, ari, binding = SegmentationScores(), [], []
         for a, b in zip(labels.split(256), pred.split(256)):
             scores.update(a, b)
-        ari = torch.cat([fg_ari(a, b) for a, b in zip(labels.split(256), pred.split(256))])
-        out[name] = {"fg_ari": mean_ignoring_nan(ari), **scores.compute()}
+            ari.append(fg_ari(a, b))
+            binding.append(binding_errors(a, b))
+        out[name] = {"fg_ari": mean_ignoring_nan(torch.cat(ari)), **scores.compute(), **summarise_binding(binding)}
     _write_json(out, args.out)
     return 0

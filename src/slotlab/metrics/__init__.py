@@ -17,6 +17,7 @@ from slotlab.metrics.segmentation import (
     iou_table,
     matched_iou,
     segmentation_metrics,
+    summarise_binding,
 )
 
 __all__ = [
@@ -36,4 +37,5 @@ __all__ = [
     "iou_table",
     "matched_iou",
     "segmentation_metrics",
+    "summarise_binding",
 ]

@@ -26,8 +26,9 @@ Public API:
 * :func:`best_overlap`, :func:`matched_iou` -- ``(per_object [N], per_image [B])``.
 * :func:`segmentation_metrics` -- dict of the four averages and ``num_objects``.
 * :class:`SegmentationScores` -- exact accumulation over many batches.
-* :func:`binding_errors` -- why a segmentation scores low: objects split over slots, objects sharing a slot, and
-  how much of the stray pixels went to slots that own no object.
+* :func:`binding_errors` -- why a segmentation scores low: objects split over slots, objects sharing a slot, how
+  much of the stray pixels went to slots that own no object, and how much ground the objects' slots hold;
+  :func:`summarise_binding` averages it over batches.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ __all__ = [
     "segmentation_metrics",
     "SegmentationScores",
     "binding_errors",
+    "summarise_binding",
 ]
 
 
@@ -236,7 +238,9 @@ def binding_errors(true: Tensor, pred: Tensor, threshold: float = 0.9) -> dict[s
     * ``split``: purity below ``threshold``;
     * ``merged``: the owner is also the owner of another object of the image;
     * ``stray``: pixels of the object outside its owner, and ``stray_to_spare``: those of them in slots that own no
-      object (a spare slot drawing part of an object, rather than a neighbour's slot).
+      object (a spare slot drawing part of an object, rather than a neighbour's slot);
+    * ``owner_ground``: the fraction of the owner's pixels that are background (a slot holding its object plus a
+      share of the ground: what keeps mBO low when the ground is split between the objects' slots).
     """
     inter = contingency(true, pred)  # [B, T, P]
     area = inter.sum(dim=2)  # [B, T]
@@ -251,5 +255,19 @@ def binding_errors(true: Tensor, pred: Tensor, threshold: float = 0.9) -> dict[s
     stray = area - held
     stray_to_spare = (inter * spare[:, None, :]).sum(dim=2)
     purity = held.double() / area.clamp(min=1).double()
+    owner_size = inter.sum(dim=1).gather(1, owner)  # [B, T]
+    owner_ground = inter[:, 0, :].gather(1, owner).double() / owner_size.clamp(min=1).double()
     return {"purity": purity[objects], "split": (purity < threshold)[objects], "merged": merged[objects],
-            "stray": stray[objects], "stray_to_spare": stray_to_spare[objects]}
+            "stray": stray[objects], "stray_to_spare": stray_to_spare[objects], "owner_ground": owner_ground[objects]}
+
+
+def summarise_binding(parts: list[dict[str, Tensor]]) -> dict[str, float]:
+    """Averages over all objects of :func:`binding_errors` results of several batches: ``object_purity``,
+    ``split_objects``, ``merged_objects``, ``owner_ground`` and ``stray_to_spare`` (share of all stray pixels);
+    empty if there were no objects."""
+    b = {k: torch.cat([part[k] for part in parts]) for k in parts[0]} if parts else {}
+    if not b or not b["purity"].numel():
+        return {}
+    return {"object_purity": float(b["purity"].mean()), "split_objects": float(b["split"].double().mean()),
+            "merged_objects": float(b["merged"].double().mean()), "owner_ground": float(b["owner_ground"].mean()),
+            "stray_to_spare": float(b["stray_to_spare"].sum() / b["stray"].sum().clamp(min=1))}
