@@ -111,3 +111,22 @@ def test_resumed_run_sees_the_batches_of_the_uninterrupted_run(tmp_path, stop):
           callbacks=[second])
     assert len(straight.seen) == 10
     assert first.seen + second.seen == straight.seen
+
+
+def test_a_new_run_never_writes_over_an_earlier_one_unasked(tmp_path, capsys):
+    out = tmp_path / "run"
+    tiny = ["optim.max_steps=2", "optim.batch_size=4", "data.train_size=16", "data.val_size=4",
+            "trainer.max_time_minutes=null", "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2",
+            "trainer.precision=32-true", "model.encoder_channels=[8,8,8]", "model.slot_dim=16", "model.mlp_hidden=16"]
+    assert main(["train", "tetrominoes_demo", "--out", str(out), "--no-progress", *tiny]) == 0
+    before = {p: p.read_bytes() for p in [out / "curve.jsonl", out / "checkpoints" / "last.ckpt"]}
+    capsys.readouterr()
+    assert main(["train", "tetrominoes_demo", "--out", str(out), "--no-progress", *tiny, "optim.lr=1e-4"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a training run" in err[0] and "--resume" in err[0] and "--overwrite" in err[0]
+    assert all(p.read_bytes() == data for p, data in before.items())  # nothing touched
+    # --overwrite starts again: only the new run's rows and checkpoints remain
+    (out / "checkpoints" / "epoch=0-step=2.ckpt").rename(out / "checkpoints" / "stale.ckpt")
+    assert main(["train", "tetrominoes_demo", "--out", str(out), "--no-progress", "--overwrite", *tiny]) == 0
+    assert len((out / "curve.jsonl").read_text().splitlines()) == 1
+    assert not (out / "checkpoints" / "stale.ckpt").exists()

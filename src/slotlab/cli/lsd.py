@@ -65,13 +65,13 @@ def demo_lsd(args) -> int:
 
     ae_cfg = load_config("autoencoder_demo", [*seed, *on_data, *args.autoencoder_set])
     print(f"stage 1: image autoencoder for up to {ae_cfg.trainer.max_time_minutes} min", flush=True)
-    ae_run = train(ae_cfg, out / "autoencoder")
+    ae_run = train(ae_cfg, out / "autoencoder", overwrite=True)  # run again, the demo keeps the scenes, not the runs
     lsd_overrides = [*seed, *on_data, f"model.autoencoder={ae_run.model_dir.resolve()}", *args.overrides]
     if args.minutes is not None:
         lsd_overrides.append(f"trainer.max_time_minutes={args.minutes}")
     lsd_cfg = load_config("lsd_demo", lsd_overrides)
     print(f"stage 2: Latent Slot Diffusion for up to {lsd_cfg.trainer.max_time_minutes} min", flush=True)
-    run = train(lsd_cfg, out / "lsd")
+    run = train(lsd_cfg, out / "lsd", overwrite=True)
 
     from slotlab.data.registry import build_dataset
 

@@ -24,6 +24,8 @@ def _add_train(sub) -> None:
     p.add_argument("--out", required=True, help="run folder: checkpoints/, logs/ (TensorBoard), curve.jsonl, model/")
     p.add_argument("--resume", nargs="?", const="last", default=None,
                    help="resume from a .ckpt, or (no value) from OUT/checkpoints/last.ckpt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT already holds a run: remove its checkpoints, logs, curve and model, and start again")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
@@ -111,7 +113,7 @@ def cmd_train(args) -> int:
     from slotlab.training.run import train
 
     config = load_config(args.preset, args.overrides)
-    result = train(config, args.out, resume=args.resume, progress=not args.no_progress)
+    result = train(config, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if result.trainer.is_global_zero:
         print(f"trained {result.trainer.global_step} steps in {result.seconds:.0f} s; model saved to {result.model_dir}")
     return 0
@@ -196,7 +198,7 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     print(f"slotlab demo: procedural Tetrominoes, {config.data.train_size} training scenes, "
           f"training for up to {config.trainer.max_time_minutes} min, output in {out}", flush=True)
-    result = train(config, out)
+    result = train(config, out, overwrite=True)  # a demo run again into the same folder starts over
     test = build_dataset(config.data, "test")  # 320 scenes from a seed used by neither training nor validation
     final = evaluate_object_discovery(result.module.model.float(), test, seed=args.seed)
     best_path = out / "checkpoints" / BEST_CHECKPOINT

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -168,13 +170,37 @@ def _check_latent_cache(config: ExperimentConfig) -> None:
                           f"{config.model.resolution // down}x{config.model.resolution // down}")
 
 
+RUN_OUTPUTS = ("checkpoints", "logs", "curve.jsonl", "model")  # what a training run writes into its folder
+
+
+def _is_replica() -> bool:
+    """True in the processes a multi-device launch adds (DDP ranks other than 0, other nodes)."""
+    return any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def claim_run_folder(out_dir: Path, resume: str | None, overwrite: bool) -> None:
+    """A new run never writes over an earlier one unnoticed: a folder holding a run's outputs is continued only
+    with ``resume`` and started again only with ``overwrite`` (which removes those outputs first)."""
+    previous = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+    if resume is not None or not previous or _is_replica():
+        return
+    if not overwrite:
+        raise ConfigError(f"{out_dir} already holds a training run ({', '.join(previous)}); continue it with --resume, "
+                          "start it again with --overwrite, or choose another --out")
+    for name in previous:
+        path = out_dir / name
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def train(config: ExperimentConfig, out_dir: str | Path, resume: str | None = None, progress: bool = True,
-          callbacks: list[Callback] | None = None) -> TrainResult:
+          callbacks: list[Callback] | None = None, overwrite: bool = False) -> TrainResult:
     """Train ``config`` into ``out_dir``: checkpoints/ (last.ckpt, and best.ckpt by the task's validation metric when
-    the data can be scored), logs/, curve.jsonl and model/ (the final weights). ``resume``: a .ckpt or "last"."""
+    the data can be scored), logs/, curve.jsonl and model/ (the final weights). ``resume``: a .ckpt or "last".
+    A folder that already holds a run needs ``resume`` (continue it) or ``overwrite`` (remove it and start again)."""
     if config.task not in TASKS:
         raise ConfigError(f"unknown task {config.task!r}; tasks: {', '.join(TASKS)}")
     out_dir = Path(out_dir)
+    claim_run_folder(out_dir, resume, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
     configure_threads(config)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
