@@ -6,9 +6,8 @@ The sweep file maps a variant's name to its overrides (a string of ``key=value``
 ``{preset: NAME, overrides: "..."}`` to train another preset; ``preset`` and ``common`` at the top level give the
 default preset and the overrides every variant shares. Every variant runs as its own ``slotlab train`` process,
 all at once (``--jobs`` at a time), each for ``--minutes``, with one CPU thread each; a sweep run again into the
-same ``--out`` starts its runs again. On one GPU, ``--mps``
-starts NVIDIA's Multi-Process Service first, so the small models' kernels from all processes run concurrently
-instead of taking turns. Each run writes ``OUT/NAME/curve.jsonl``; the script prints the metric at every
+same ``--out`` starts its runs again. On one GPU, ``--mps`` starts NVIDIA's Multi-Process Service first, so the
+small models' kernels from all processes run concurrently instead of taking turns. Each run writes ``OUT/NAME/curve.jsonl``; the script prints the metric at every
 validation and the first step at which each ``--thresholds`` value is reached, and writes ``OUT/curves.json``.
 """
 

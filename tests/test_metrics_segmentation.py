@@ -349,3 +349,18 @@ def test_pooled_labels_keep_large_regions_and_lose_small_ones():
     assert (pooled[0, :, 9:] == 5).all() and (pooled[0, :, :7] == 0).all()
     assert not (pooled == 3).any()
     assert torch.equal(pooled_labels(true, 16), true)  # at full resolution: the ground truth itself
+
+
+def test_segmentation_report_is_the_sum_of_its_parts_over_batches():
+    from slotlab.metrics import SegmentationReport, fg_ari, mean_ignoring_nan
+
+    g = torch.Generator().manual_seed(0)
+    true, pred = torch.randint(0, 4, (6, 8, 8), generator=g), torch.randint(0, 5, (6, 8, 8), generator=g)
+    report = SegmentationReport()
+    report.update(true[:4], pred[:4])
+    report.update(true[4:], pred[4:])
+    whole = segmentation_metrics(true, pred)
+    out = report.compute()
+    assert out["fg_ari"] == pytest.approx(mean_ignoring_nan(fg_ari(true, pred)), abs=1e-12)
+    assert all(out[k] == pytest.approx(whole[k], abs=1e-12) for k in whole)
+    assert out == {**out, **summarise_binding([binding_errors(true, pred)])}

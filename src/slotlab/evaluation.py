@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
 from slotlab.errors import DataError
 from slotlab.metrics import (
-    SegmentationScores,
+    SegmentationReport,
     ari_score,
     binding_errors,
     image_mse,
@@ -126,16 +126,12 @@ def evaluate_lsd(model, dataset: SceneDataset, batch_size: int = 64, seed: int =
     model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    fg, seg, binding = [], SegmentationScores(), []
+    report = SegmentationReport()
     for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
         batch = dataset[idx]
         enc = model.encode(batch["image"].to(device), num_iterations=num_iterations, generator=g)
-        pred = attention_labels(enc.attn[:, -1], batch["labels"].shape[-1]).cpu()
-        fg.append(ari_score(batch["labels"], pred, foreground_only=True))
-        seg.update(batch["labels"], pred)
-        binding.append(binding_errors(batch["labels"], pred))
-    return {"num_images": len(dataset), "fg_ari": mean_ignoring_nan(torch.cat(fg)), **seg.compute(),
-            "fg_ari_averaged_over": "images", **summarise_binding(binding)}
+        report.update(batch["labels"], attention_labels(enc.attn[:, -1], batch["labels"].shape[-1]).cpu())
+    return {"num_images": len(dataset), **report.compute(), "fg_ari_averaged_over": "images"}
 
 
 @torch.no_grad()

@@ -192,32 +192,19 @@ def cmd_references(args) -> int:
     from slotlab.cli.main import _write_json
     from slotlab.data.store import Store
     from slotlab.errors import DataError
-    from slotlab.metrics import (
-        SegmentationScores,
-        binding_errors,
-        fg_ari,
-        mean_ignoring_nan,
-        pooled_labels,
-        summarise_binding,
-        voronoi_labels,
-    )
+    from slotlab.metrics import SegmentationReport, pooled_labels, voronoi_labels
 
     labels = Store(Path(args.store).expanduser()).arrays.get("labels")
     if labels is None:
         raise DataError(f"{args.store}: the store has no label maps to build references from")
     first = max(0, len(labels) - args.last) if args.last else 0
     builders = {"voronoi": voronoi_labels, **{f"pooled_{g}": (lambda x, g=g: pooled_labels(x, g)) for g in args.grid}}
-    scores = {name: (SegmentationScores(), [], []) for name in builders}  # per reference: mBO/mIoU, FG-ARI, binding
+    reports = {name: SegmentationReport() for name in builders}
     for start in tqdm(range(first, len(labels), 256), desc="references", disable=args.no_progress):
         true = torch.from_numpy(np.asarray(labels[start:start + 256]).astype(np.int64))  # the store stays on disk
         for name, build in builders.items():
-            pred = build(true)
-            seg, ari, binding = scores[name]
-            seg.update(true, pred)
-            ari.append(fg_ari(true, pred))
-            binding.append(binding_errors(true, pred))
+            reports[name].update(true, build(true))
     out = {"store": str(args.store), "num_images": len(labels) - first}
-    for name, (seg, ari, binding) in scores.items():
-        out[name] = {"fg_ari": mean_ignoring_nan(torch.cat(ari)), **seg.compute(), **summarise_binding(binding)}
+    out.update({name: report.compute() for name, report in reports.items()})
     _write_json(out, args.out)
     return 0

@@ -11,6 +11,7 @@ from slotlab.metrics.ari import (
 from slotlab.metrics.image import image_mse, psnr
 from slotlab.metrics.reference import pooled_labels, voronoi_labels
 from slotlab.metrics.segmentation import (
+    SegmentationReport,
     SegmentationScores,
     best_overlap,
     binding_errors,
@@ -31,6 +32,7 @@ __all__ = [
     "psnr",
     "pooled_labels",
     "voronoi_labels",
+    "SegmentationReport",
     "SegmentationScores",
     "best_overlap",
     "binding_errors",

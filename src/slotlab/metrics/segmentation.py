@@ -29,6 +29,7 @@ Public API:
 * :func:`binding_errors` -- why a segmentation scores low: objects split over slots, objects sharing a slot, how
   much of the stray pixels went to slots that own no object, and how much ground the objects' slots hold;
   :func:`summarise_binding` averages it over batches.
+* :class:`SegmentationReport` -- FG-ARI, mBO, mIoU and the binding diagnostics together, over batches.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
-from slotlab.metrics.ari import _check_labels, _num_classes, to_labels
+from slotlab.metrics.ari import _check_labels, _num_classes, ari_score, mean_ignoring_nan, to_labels
 
 __all__ = [
     "iou_table",
@@ -49,6 +50,7 @@ __all__ = [
     "SegmentationScores",
     "binding_errors",
     "summarise_binding",
+    "SegmentationReport",
 ]
 
 
@@ -271,3 +273,21 @@ def summarise_binding(parts: list[dict[str, Tensor]]) -> dict[str, float]:
     return {"object_purity": float(b["purity"].mean()), "split_objects": float(b["split"].double().mean()),
             "merged_objects": float(b["merged"].double().mean()), "owner_ground": float(b["owner_ground"].mean()),
             "stray_to_spare": float(b["stray_to_spare"].sum() / b["stray"].sum().clamp(min=1))}
+
+
+class SegmentationReport:
+    """FG-ARI (averaged over images), mBO and mIoU (:class:`SegmentationScores`) and the binding diagnostics
+    (:func:`summarise_binding`) of label maps, accumulated over batches."""
+
+    def __init__(self) -> None:
+        self.scores, self.fg_ari, self.binding = SegmentationScores(), [], []
+
+    def update(self, true: Tensor, pred: Tensor) -> None:
+        """Add a batch of label maps ``[B, H, W]`` (0 = background in ``true``)."""
+        self.scores.update(true, pred)
+        self.fg_ari.append(ari_score(true, pred, foreground_only=True).cpu())
+        self.binding.append({k: v.cpu() for k, v in binding_errors(true, pred).items()})
+
+    def compute(self) -> dict[str, float]:
+        return {"fg_ari": mean_ignoring_nan(torch.cat(self.fg_ari)), **self.scores.compute(),
+                **summarise_binding(self.binding)}
