@@ -308,6 +308,21 @@ def test_shadows_darken_the_ground(rendered):
     assert (darker < -20).reshape(N, -1).any(1).mean() > 0.9  # in nearly every scene
 
 
+def test_random_ground_keeps_the_scenes_and_colours_the_ground(rendered):
+    tinted = generate_clevr_scenes(N, seed=123, ground="random")
+    np.testing.assert_array_equal(tinted["mask"], rendered["mask"])  # same layouts, objects untouched
+    ground = rendered["mask"][:, 0, ..., 0] > 0
+    grey, tint = rendered["image"].astype(np.float32), tinted["image"].astype(np.float32)
+    np.testing.assert_array_equal(tint[~ground], grey[~ground])
+    # CLEVR's ground is grey (R = G = B up to lighting); the tinted one differs between channels and between scenes
+    per_scene = np.stack([tint[i][ground[i]].mean(0) for i in range(N)])  # [N, 3] mean ground colour
+    assert (np.ptp(per_scene, axis=1) > 5).mean() > 0.5
+    assert per_scene.std(0).min() > 10
+    assert np.ptp(np.stack([grey[i][ground[i]].mean(0) for i in range(N)]), axis=1).max() < 3
+    with pytest.raises(ValueError, match="ground must be one of grey, random"):
+        generate_clevr_scenes(1, seed=0, ground="checker")
+
+
 def test_screen_tiles_match_brute_force(monkeypatch):
     """Rays cast only in objects' screen boxes give exactly what casting every ray against every object gives."""
     rng = np.random.default_rng(0)

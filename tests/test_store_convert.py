@@ -187,6 +187,19 @@ def test_cli_data_generate_convert_info_list(tmp_path, capsys):
     assert main(["data", "generate", "objects_room", str(tmp_path / "o")]) == 2
 
 
+def test_cli_generate_procedural_only_dataset(tmp_path, capsys):
+    """clevr6_tinted has a twin but no published format: --store works, a published-format write is refused."""
+    assert main(["data", "generate", "clevr6_tinted", str(tmp_path / "t"), "-n", "3", "--store", "--resolution", "16",
+                 "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out)["items"] == 3
+    store = Store(tmp_path / "t")
+    assert store.attrs["dataset"] == "clevr6_tinted" and store["labels"].max() >= 3  # ground + at least 3 objects
+    assert main(["data", "generate", "clevr6_tinted", str(tmp_path / "u")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "procedural only" in err and "--store" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "u").exists()
+
+
 def test_convert_clevrtex_movi_and_image_folders(tmp_path):
     from PIL import Image
 

@@ -154,7 +154,7 @@ def cmd_generate(args) -> int:
     from slotlab.errors import DataError
 
     info = dataset_info(args.name)
-    if info.write_twin is None:
+    if info.generate is None:
         raise DataError(f"dataset {args.name!r} has no procedural twin")
     if args.num < 1:
         raise DataError("--num must be at least 1")
@@ -165,6 +165,8 @@ def cmd_generate(args) -> int:
                                        progress=not args.no_progress)
         print(json.dumps(store.describe(), indent=2))
         return 0
+    if info.write_twin is None:
+        raise DataError(f"dataset {args.name!r} is procedural only, with no published format to write: use --store")
     print(info.write_twin(Path(args.out), args.num, args.seed))
     return 0
 

@@ -128,11 +128,11 @@ def _dsprites(variant: str) -> Generator:
     return generate
 
 
-def _clevr_masks(max_objects: int) -> Generator:
+def _clevr_masks(max_objects: int, ground: str = "grey") -> Generator:
     def generate(n: int, seed: int) -> dict:
         from slotlab.data.procedural.clevr_scenes import generate_clevr_scenes
 
-        return generate_clevr_scenes(n, seed, height=240, width=320, max_objects=max_objects)
+        return generate_clevr_scenes(n, seed, height=240, width=320, max_objects=max_objects, ground=ground)
 
     return generate
 
@@ -197,6 +197,9 @@ DATASETS: dict[str, DatasetInfo] = {
         _dm("clevr6", "clevr_with_masks", 128, crop=[29, 64, 192, 192], keep=mo.clevr6_keep,
             generate=_clevr_masks(6), note=", scenes with at most 6 objects"),
         _dm("clevr_with_masks", "clevr_with_masks", 128, crop=[29, 64, 192, 192], generate=_clevr_masks(10)),
+        DatasetInfo("clevr6_tinted", (240, 320), 7, "procedural only: the clevr6 twin's scenes with a random muted "
+                    "ground colour per scene (the ground is then something to describe, as in CLEVRTex and MOVi)",
+                    [29, 64, 192, 192], 128, generate=_clevr_masks(6, "random")),
         _dm("objects_room", "objects_room_train", 64),
         _dm("objects_room_six_objects", "objects_room_test_six_objects", 64),
         _dm("objects_room_empty_room", "objects_room_test_empty_room", 64),

@@ -50,7 +50,7 @@ from slotlab.data.formats.clevr import (
     write_clevr_scenes_json,
 )
 
-__all__ = ["CAMERA_POSITION", "FOV_DEG", "KEY_LIGHT_POSITION", "generate_clevr_scenes", "write_clevr_scenes"]
+__all__ = ["CAMERA_POSITION", "FOV_DEG", "GROUNDS", "KEY_LIGHT_POSITION", "generate_clevr_scenes", "write_clevr_scenes"]
 
 CAMERA_POSITION = (7.48, -6.51, 5.34)
 #: Horizontal field of view (degrees), applied to the image width.
@@ -62,6 +62,8 @@ _METAL = MATERIALS.index("metal")
 _RADII = np.array([SIZE_RADIUS[s] for s in SIZES], dtype=np.float32)
 _ALBEDO = torch.tensor([COLOR_RGB[c] for c in COLORS], dtype=torch.float32) / 255.0  # [8, 3]
 _GROUND_ALBEDO = 0.62
+#: Ground options of :func:`generate_clevr_scenes`.
+GROUNDS = ("grey", "random")
 _LAYOUT_BLOCK = 64  # scenes sampled per random stream; results depend on it, not on render chunking
 _PIXEL_BUDGET = 1 << 20  # rendered pixels per chunk
 _FAR = 1e4
@@ -84,6 +86,7 @@ class _Layouts:
     rotation: np.ndarray  # float32 [B, K] degrees
     camera: np.ndarray  # float32 [B, 3]
     light: np.ndarray  # float32 [B, 3]
+    ground: np.ndarray  # float32 [B, 3] albedo of the ground plane
 
     def take(self, idx: np.ndarray) -> _Layouts:
         return _Layouts(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
@@ -123,7 +126,13 @@ def _sample_layouts(rng: np.random.Generator, b: int, k: int, min_objects: int, 
     zeros = np.zeros((b, k), dtype=np.int64)
     return _Layouts(rng.integers(min_objects, max_objects + 1, b), zeros, zeros.copy(), zeros.copy(), zeros.copy(),
                     np.zeros((b, k, 2), np.float32), np.zeros((b, k), np.float32),
-                    cam.astype(np.float32), light.astype(np.float32))
+                    cam.astype(np.float32), light.astype(np.float32), np.full((b, 3), _GROUND_ALBEDO, np.float32))
+
+
+def _ground_albedo(rng: np.random.Generator, b: int) -> np.ndarray:
+    """Random muted ground colours, float32 [B, 3]: a grey level in [0.3, 0.8] tinted by up to +-30 % per channel."""
+    grey = rng.uniform(0.3, 0.8, (b, 1))
+    return (grey * (1.0 + rng.uniform(-0.3, 0.3, (b, 3)))).astype(np.float32)
 
 
 def _place_objects(rng: np.random.Generator, lay: _Layouts, min_dist: float, margin: float, tries: int) -> None:
@@ -390,7 +399,8 @@ def _render(lay: _Layouts, h: int, w: int, fov_deg: float, aspect: float, shadow
         hit = (t0 <= t1) & (t1 > 1e-4) & (t0 < 1.0) & svalid[sel] & (owner[i] != sel[:, None]) & (t[i] < _FAR)
         shadow[i[hit]] = True
 
-    rgb = _shade(lay, obj, owner, d, p, n, shadow, lpix)[:npx].view(b, h, w, 3)
+    ground = torch.from_numpy(lay.ground)[pix_scene]  # [npx + 1, 3]
+    rgb = _shade(lay, obj, owner, d, p, n, shadow, lpix, ground)[:npx].view(b, h, w, 3)
     ent = torch.zeros(npx + 1, dtype=torch.int64)
     ent[fg] = obj.slot[owner[fg]] + 1
     return rgb, ent[:npx].view(b, h, w)
@@ -431,13 +441,14 @@ def _normals(obj: _Objects, row: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def _shade(lay: _Layouts, obj: _Objects, owner: torch.Tensor, d: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
-           shadow: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
-    """Colour [npx + 1, 3] in [0, 1] of rays d hitting p (normal n), lights at ``light`` [3, npx + 1]."""
+           shadow: torch.Tensor, light: torch.Tensor, ground: torch.Tensor) -> torch.Tensor:
+    """Colour [npx + 1, 3] in [0, 1] of rays d hitting p (normal n), lights at ``light`` [3, npx + 1], ground
+    albedo ``ground`` [npx + 1, 3]."""
     fg = owner >= 0
     rowc = owner.clamp_min(0)
     colors = torch.from_numpy(lay.color[obj.scene.numpy(), obj.slot.numpy()])
     metal = fg & torch.from_numpy(lay.material[obj.scene.numpy(), obj.slot.numpy()] == _METAL)[rowc]
-    albedo = torch.where(fg[:, None], _ALBEDO[colors][rowc], _GROUND_ALBEDO)  # [npx + 1, 3]
+    albedo = torch.where(fg[:, None], _ALBEDO[colors][rowc], ground)  # [npx + 1, 3]
 
     to_light = light - p
     dist2 = (to_light * to_light).sum(0)
@@ -489,7 +500,8 @@ def _render_output(lay: _Layouts, h: int, w: int, fov_deg: float, aspect: float,
 
 def _blocks(n: int, seed: int, h: int, w: int, min_objects: int, max_objects: int, min_pixels: int | None,
             supersample: int, aspect: float | None, fov_deg: float, camera_jitter: float, light_jitter: float,
-            min_dist: float, margin: float, shadows: bool) -> Iterator[tuple[_Layouts, np.ndarray, np.ndarray]]:
+            min_dist: float, margin: float, shadows: bool, ground: str = "grey",
+            ) -> Iterator[tuple[_Layouts, np.ndarray, np.ndarray]]:
     """Yields (layouts, uint8 images [b, h, w, 3], uint8 entity maps [b, h, w]) per block of <= 64 scenes."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
@@ -497,6 +509,8 @@ def _blocks(n: int, seed: int, h: int, w: int, min_objects: int, max_objects: in
         raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
     if max_objects > 254:
         raise ValueError(f"max_objects must be <= 254, got {max_objects}")
+    if ground not in GROUNDS:
+        raise ValueError(f"ground must be one of {', '.join(GROUNDS)}, got {ground!r}")
     if h < 1 or w < 1 or supersample < 1:
         raise ValueError(f"height, width and supersample must be >= 1, got {h}, {w}, {supersample}")
     if min_pixels is None:
@@ -506,6 +520,8 @@ def _blocks(n: int, seed: int, h: int, w: int, min_objects: int, max_objects: in
         rng = np.random.default_rng([seed, block])
         lay = _sample_layouts(rng, _LAYOUT_BLOCK, max_objects, min_objects, max_objects, camera_jitter, light_jitter)
         _place_objects(rng, lay, min_dist, margin, tries=50)
+        if ground == "random":  # its own stream: the layouts are those of the grey-ground scenes
+            lay.ground[:] = _ground_albedo(np.random.default_rng([seed, block, 1]), _LAYOUT_BLOCK)
         lay = lay.take(np.arange(min(_LAYOUT_BLOCK, n - block * _LAYOUT_BLOCK)))
         images, ents = _render_output(lay, h, w, fov_deg, aspect, supersample, shadows)
         todo = np.arange(len(lay.n_obj))
@@ -564,7 +580,7 @@ def generate_clevr_scenes(n: int, seed: int, height: int = 128, width: int = 128
                           max_objects: int = 10, min_pixels: int | None = None, supersample: int = 1,
                           aspect: float | None = None, fov_deg: float = FOV_DEG, camera_jitter: float = 0.5,
                           light_jitter: float = 1.0, min_dist: float = 0.25, margin: float = 0.4,
-                          shadows: bool = True, masks: bool = True) -> dict:
+                          shadows: bool = True, ground: str = "grey", masks: bool = True) -> dict:
     """Render ``n`` CLEVR-like scenes, deterministic from ``seed``.
 
     Args:
@@ -574,6 +590,8 @@ def generate_clevr_scenes(n: int, seed: int, height: int = 128, width: int = 128
         aspect: width / height of the camera frame; None = width / height of the image (square pixels). 1.5 gives
             real CLEVR's 480x320 framing (what the set-prediction preset sees after resizing to 128x128).
         shadows: cast shadow rays (False: faster, and the same scenes without shadows).
+        ground: ``"grey"``, CLEVR's ground; ``"random"``, a random muted colour per scene (the same layouts), so
+            the ground is something a model has to describe, as in CLEVRTex and MOVi.
         masks: set False to skip the ``mask`` array.
 
     Returns a dict, E = max_objects + 1 entities (0 = ground, then the objects in scene order, then padding):
@@ -584,7 +602,7 @@ def generate_clevr_scenes(n: int, seed: int, height: int = 128, width: int = 128
         scene dicts.
     """
     parts = list(_blocks(n, seed, height, width, min_objects, max_objects, min_pixels, supersample, aspect,
-                         fov_deg, camera_jitter, light_jitter, min_dist, margin, shadows))
+                         fov_deg, camera_jitter, light_jitter, min_dist, margin, shadows, ground))
     e = max_objects + 1
     if parts:
         lay = _Layouts(*(np.concatenate([getattr(p[0], f) for p in parts]) for f in _Layouts.__dataclass_fields__))
@@ -593,7 +611,7 @@ def generate_clevr_scenes(n: int, seed: int, height: int = 128, width: int = 128
     else:
         lay = _Layouts(np.zeros(0, np.int64), *(np.zeros((0, max_objects), np.int64),) * 4,
                        np.zeros((0, max_objects, 2), np.float32), np.zeros((0, max_objects), np.float32),
-                       np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32))
+                       np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32))
         images = np.zeros((0, height, width, 3), np.uint8)
         ents = np.zeros((0, height, width), np.uint8)
     present = lay.present
