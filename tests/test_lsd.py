@@ -176,6 +176,14 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     assert json.loads((out / "m.json").read_text())["fg_ari_averaged_over"] == "images"
     assert main(["reconstruct", "--checkpoint", str(out / "autoencoder"), "--out", str(out / "x.png")]) == 2
     assert "not a Latent Slot Diffusion model" in capsys.readouterr().err
+    # visualize draws an LSD model as reconstruct does with its defaults; an autoencoder gets a one-line error
+    assert main(["reconstruct", "--checkpoint", str(out / "lsd"), "--out", str(out / "r2.png"), "--num-images", "2"]) == 0
+    assert main(["visualize", "--checkpoint", str(out / "lsd"), "--out", str(out / "v.png"), "--num-images", "2"]) == 0
+    assert (out / "v.png").read_bytes() == (out / "r2.png").read_bytes()
+    capsys.readouterr()
+    assert main(["visualize", "--checkpoint", str(out / "autoencoder"), "--out", str(out / "v2.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "ImageAutoencoder" in err and len(err.splitlines()) == 1 and not (out / "v2.png").exists()
     # latent caching: encode the demo's store once, then train LSD on the cached latents
     assert main(["data", "cache-latents", str(out / "autoencoder" / "model"), str(out / "data"), str(out / "lat"),
                  "--no-progress"]) == 0

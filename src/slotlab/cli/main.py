@@ -75,7 +75,8 @@ def _add_visualize(sub) -> None:
                        "predicted segmentation, ground truth (when the data has masks), each slot's alpha mask and "
                        "contents. Set prediction: the image with each confident slot marked where it attends, the "
                        "predicted objects (confidence, attributes, position) beside the true ones, and every slot's "
-                       "attention map.")
+                       "attention map. Latent Slot Diffusion: as `slotlab reconstruct` with its defaults (input, "
+                       "autoencoder reconstruction, decoded from the slots, segmentation, ground truth, attention maps).")
     _add_model_and_data(p)
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--num-images", type=int, default=8)
@@ -169,13 +170,24 @@ def cmd_eval(args) -> int:
 
 def cmd_visualize(args) -> int:
     from slotlab.checkpoints import load_trained
+    from slotlab.errors import DataError
+    from slotlab.models.image_autoencoder import load_image_autoencoder
+    from slotlab.models.lsd import LatentSlotDiffusion
+    from slotlab.models.object_discovery import SlotAutoencoder
     from slotlab.models.set_prediction import SlotSetPredictor
-    from slotlab.visualize import draw_model_grid, draw_set_prediction_grid
+    from slotlab.visualize import draw_lsd_grid, draw_model_grid, draw_set_prediction_grid
 
     model, config = load_trained(args.checkpoint)
+    if not isinstance(model, (SlotAutoencoder, SlotSetPredictor, LatentSlotDiffusion)):
+        raise DataError(f"{args.checkpoint} holds a {type(model).__name__} model; visualize draws object "
+                        "discovery, set prediction and Latent Slot Diffusion models")
     dataset = _eval_dataset(config, args.data, model.config.resolution)
-    draw = draw_set_prediction_grid if isinstance(model, SlotSetPredictor) else draw_model_grid
-    path = draw(model, dataset, args.out, args.num_images, args.seed)
+    if isinstance(model, LatentSlotDiffusion):  # `slotlab reconstruct` draws the same with sampler options
+        autoencoder = load_image_autoencoder(model.config.autoencoder).eval()
+        path = draw_lsd_grid(model, autoencoder, dataset, args.out, args.num_images, args.seed)
+    else:
+        draw = draw_set_prediction_grid if isinstance(model, SlotSetPredictor) else draw_model_grid
+        path = draw(model, dataset, args.out, args.num_images, args.seed)
     print(f"wrote {path}")
     return 0
 
