@@ -7,7 +7,7 @@ The sweep file maps a variant's name to its overrides (a string of ``key=value``
 default preset and the overrides every variant shares. Every variant runs as its own ``slotlab train`` process,
 all at once (``--jobs`` at a time), each for ``--minutes``, with one CPU thread each; a sweep run again into the
 same ``--out`` starts its runs again. On one GPU, ``--mps`` starts NVIDIA's Multi-Process Service first, so the
-small models' kernels from all processes run concurrently instead of taking turns. Each run writes ``OUT/NAME/curve.jsonl``; the script prints the metric at every
+small models' kernels from all processes run concurrently instead of taking turns. Each run writes ``OUT/NAME/curve.jsonl``; the script prints the metrics at every
 validation and the first step at which each ``--thresholds`` value is reached, and writes ``OUT/curves.json``.
 """
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--minutes", type=float, required=True, help="training time of every variant")
     p.add_argument("--out", type=Path, default=Path("sweep"))
     p.add_argument("--jobs", type=int, default=0, help="variants at a time (0: all)")
-    p.add_argument("--metric", default="fg_ari")
+    p.add_argument("--metric", nargs="+", default=["fg_ari"], help="validation metrics to print (default fg_ari)")
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.9, 0.95])
     p.add_argument("--mps", action="store_true", help="start NVIDIA MPS for the sweep (one GPU, many processes)")
     p.add_argument("--only", nargs="*", help="run only these variants")
@@ -96,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
         f = args.out / name / "curve.jsonl"
         curves[name] = [json.loads(line) for line in f.read_text().splitlines()] if f.is_file() else []
     (args.out / "curves.json").write_text(json.dumps(curves))
-    for name, rows in curves.items():
-        reached = "  ".join(f">={t}: {first_step(rows, args.metric, t)}" for t in args.thresholds)
-        points = " ".join(f"{r['step']}:{r[args.metric]:.3f}" for r in rows if args.metric in r)
-        print(f"{name}  [{reached}]  {points}", flush=True)
+    for metric in args.metric:
+        print(f"--- {metric}", flush=True)
+        for name, rows in curves.items():
+            reached = "  ".join(f">={t}: {first_step(rows, metric, t)}" for t in args.thresholds)
+            points = " ".join(f"{r['step']}:{r[metric]:.3f}" for r in rows if metric in r)
+            print(f"{name}  [{reached}]  {points}", flush=True)
     return 0
 
 
