@@ -237,6 +237,24 @@ def test_eval_default_data_is_the_validation_split(tmp_path, workdir, capsys):
     assert metrics["data"] == "validation split"
 
 
+def test_eval_split_test_scores_the_held_out_split(tmp_path, workdir):
+    from slotlab.checkpoints import load_trained
+    from slotlab.data.registry import build_dataset
+    from slotlab.evaluation import evaluate
+
+    out = tmp_path / "m.json"
+    assert main(["eval", "--checkpoint", str(workdir["model"]), "--split", "test", "--batch-size", "3",
+                 "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["data"] == "test split"
+    model, config = load_trained(workdir["model"])
+    test = build_dataset(config.data, "test")
+    assert metrics["num_images"] == len(test)
+    assert metrics["fg_ari"] == pytest.approx(evaluate(model, test, batch_size=3, seed=0)["fg_ari"])
+    val = build_dataset(config.data, "val")
+    assert not torch.equal(torch.as_tensor(test.images), torch.as_tensor(val.images))
+
+
 def test_visualize_writes_a_png(tmp_path, workdir, capsys):
     out = tmp_path / "g.png"
     assert main(["visualize", "--checkpoint", str(workdir["model"]), "--data", str(workdir["data"]), "--out", str(out)]) == 0

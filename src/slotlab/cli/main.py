@@ -36,6 +36,8 @@ def _add_model_and_data(p) -> None:
     p.add_argument("--data", help="a store from `slotlab data convert` (all of it), or a .npz with image uint8 "
                    "[N,H,W,3] and optional mask (one-hot [N,K,H,W] or labels [N,H,W]); default: the validation split "
                    "of the model's training dataset")
+    p.add_argument("--split", choices=["val", "test"], default="val",
+                   help="without --data: the training dataset's validation split (default) or its held-out test split")
     p.add_argument("--seed", type=int, default=0, help="seed of the slot initialisation noise")
 
 
@@ -120,8 +122,9 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _eval_dataset(config, data: str | None, resolution: int):
-    """The dataset to evaluate on: a .npz (cropped/resized as the model was trained) or the training val split."""
+def _eval_dataset(config, data: str | None, resolution: int, split: str = "val"):
+    """The dataset to evaluate on: a store, a .npz (cropped/resized as the model was trained) or a split ("val" or
+    "test") of the training dataset."""
     from slotlab.data.formats.npz import load_npz
     from slotlab.data.registry import build_dataset, store_dataset, to_scene_dataset
     from slotlab.data.store import Store, is_store
@@ -131,7 +134,7 @@ def _eval_dataset(config, data: str | None, resolution: int):
     if data is None:
         if config is None:
             raise DataError("this model folder has no experiment.yaml; pass --data FILE.npz")
-        return build_dataset(config.data, "val")
+        return build_dataset(config.data, split)
     if is_store(data):
         store = Store(data)
         if store.attrs.get("resolution") != resolution:
@@ -155,15 +158,16 @@ def cmd_eval(args) -> int:
     from slotlab.models.set_prediction import SlotSetPredictor
 
     model, config = load_trained(args.checkpoint)
-    dataset = _eval_dataset(config, args.data, model.config.resolution)
+    dataset = _eval_dataset(config, args.data, model.config.resolution, args.split)
+    where = args.data or {"val": "validation split", "test": "test split"}[args.split]
     if isinstance(model, SlotSetPredictor):
         if "targets" not in dataset.extra:
-            raise DataError(f"{args.data or 'the validation split'}: has no set-prediction targets to score against")
+            raise DataError(f"{where}: has no set-prediction targets to score against")
     elif args.data and dataset.labels is None and model.__class__.__name__ != "ImageAutoencoder":
         raise DataError(f"{args.data}: has no 'mask' array, so there is nothing to score against")
     metrics = evaluate(model, dataset, batch_size=args.batch_size, seed=args.seed, num_iterations=args.num_iterations,
                        progress=True)
-    metrics.update(checkpoint=str(args.checkpoint), data=args.data or "validation split")
+    metrics.update(checkpoint=str(args.checkpoint), data=where)
     _write_json(metrics, args.out)
     return 0
 
@@ -181,7 +185,7 @@ def cmd_visualize(args) -> int:
     if not isinstance(model, (SlotAutoencoder, SlotSetPredictor, LatentSlotDiffusion)):
         raise DataError(f"{args.checkpoint} holds a {type(model).__name__} model; visualize draws object "
                         "discovery, set prediction and Latent Slot Diffusion models")
-    dataset = _eval_dataset(config, args.data, model.config.resolution)
+    dataset = _eval_dataset(config, args.data, model.config.resolution, args.split)
     if isinstance(model, LatentSlotDiffusion):  # `slotlab reconstruct` draws the same with sampler options
         autoencoder = load_image_autoencoder(model.config.autoencoder).eval()
         path = draw_lsd_grid(model, autoencoder, dataset, args.out, args.num_images, args.seed)
