@@ -21,7 +21,12 @@ Lambert-diffuse with a faint sheen; metal is darker-diffuse plus a colour-tinted
 
 Speed: primary and shadow rays are cast only inside each object's screen-space bounding box (of the object, and of
 the object plus its shadow), gathered as fixed-size tiles; depth is resolved with a scatter-min z-buffer. No Python
-loop runs over pixels; loops run over the 3 shape kinds and over object slots when sampling layouts.
+loop runs over pixels; loops run over the 3 shape kinds and over object slots when sampling layouts. Layouts with an
+object below ``min_pixels`` are re-drawn on entity maps alone (primary rays); each scene is shaded once, at the end.
+
+Hooks (used by :mod:`slotlab.data.procedural.clevrtex_scenes`): a ``_Style`` gives its own :class:`_Layouts`
+subclass (sizes, material fields) and a material function that returns per-pixel albedo, metal, shading normal and
+sheen (:class:`_Surface`) from the visible surface points (:class:`_Hit`); without one, the scenes are unchanged.
 
 :func:`generate_clevr_scenes` returns arrays in DeepMind's ``clevr_with_masks`` layout plus CLEVR v1.0 scene dicts;
 :func:`write_clevr_scenes` writes a CLEVR v1.0 folder that :class:`slotlab.data.formats.clevr.ClevrFolder` reads.
@@ -31,7 +36,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,7 +70,7 @@ _GROUND_ALBEDO = 0.62
 #: Ground options of :func:`generate_clevr_scenes`.
 GROUNDS = ("grey", "random")
 _LAYOUT_BLOCK = 64  # scenes sampled per random stream; results depend on it, not on render chunking
-_PIXEL_BUDGET = 1 << 20  # rendered pixels per chunk
+_PIXEL_BUDGET = 1 << 18  # rendered pixels per chunk (small chunks stay in cache: faster)
 _FAR = 1e4
 _BEVEL = 0.12  # rounded-edge radius of cubes and cylinders (shading only), fraction of the half-size
 
@@ -75,7 +80,12 @@ _BEVEL = 0.12  # rounded-edge radius of cubes and cylinders (shading only), frac
 
 @dataclass
 class _Layouts:
-    """B scenes with K object slots (numpy). Slot k is present iff k < n_obj."""
+    """B scenes with K object slots (numpy). Slot k is present iff k < n_obj.
+
+    Subclasses may add per-scene fields (first axis B) and set :attr:`RADII`, the radius of each size index.
+    """
+
+    RADII = _RADII  # a plain class attribute, not a field
 
     n_obj: np.ndarray  # int64 [B]
     shape: np.ndarray  # int64 [B, K] vocabulary indices
@@ -89,7 +99,7 @@ class _Layouts:
     ground: np.ndarray  # float32 [B, 3] albedo of the ground plane
 
     def take(self, idx: np.ndarray) -> _Layouts:
-        return _Layouts(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
+        return type(self)(*(getattr(self, f)[idx] for f in self.__dataclass_fields__))
 
     def put(self, idx: np.ndarray, other: _Layouts) -> None:
         for f in self.__dataclass_fields__:
@@ -101,7 +111,7 @@ class _Layouts:
 
     @property
     def radius(self) -> np.ndarray:
-        return _RADII[self.size]
+        return self.RADII[self.size]
 
     @property
     def half_height(self) -> np.ndarray:
@@ -119,14 +129,30 @@ def _ground_axes(camera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return behind, left
 
 
-def _sample_layouts(rng: np.random.Generator, b: int, k: int, min_objects: int, max_objects: int,
-                    camera_jitter: float, light_jitter: float) -> _Layouts:
+def _sample_layouts(
+    rng: np.random.Generator,
+    b: int,
+    k: int,
+    min_objects: int,
+    max_objects: int,
+    camera_jitter: float,
+    light_jitter: float,
+) -> _Layouts:
     cam = np.asarray(CAMERA_POSITION) + rng.uniform(-camera_jitter, camera_jitter, (b, 3))
     light = np.asarray(KEY_LIGHT_POSITION) + rng.uniform(-light_jitter, light_jitter, (b, 3))
     zeros = np.zeros((b, k), dtype=np.int64)
-    return _Layouts(rng.integers(min_objects, max_objects + 1, b), zeros, zeros.copy(), zeros.copy(), zeros.copy(),
-                    np.zeros((b, k, 2), np.float32), np.zeros((b, k), np.float32),
-                    cam.astype(np.float32), light.astype(np.float32), np.full((b, 3), _GROUND_ALBEDO, np.float32))
+    return _Layouts(
+        rng.integers(min_objects, max_objects + 1, b),
+        zeros,
+        zeros.copy(),
+        zeros.copy(),
+        zeros.copy(),
+        np.zeros((b, k, 2), np.float32),
+        np.zeros((b, k), np.float32),
+        cam.astype(np.float32),
+        light.astype(np.float32),
+        np.full((b, 3), _GROUND_ALBEDO, np.float32),
+    )
 
 
 def _ground_albedo(rng: np.random.Generator, b: int) -> np.ndarray:
@@ -147,12 +173,12 @@ def _place_objects(rng: np.random.Generator, lay: _Layouts, min_dist: float, mar
         if todo.size == 0:
             return
         s, k = todo.size, lay.shape.shape[1]
-        size = rng.integers(0, len(SIZES), (s, k))
+        size = rng.integers(0, len(lay.RADII), (s, k))
         shape = rng.integers(0, len(SHAPES), (s, k))
         color = rng.integers(0, len(COLORS), (s, k))
         material = rng.integers(0, len(MATERIALS), (s, k))
         rotation = rng.uniform(0.0, 360.0, (s, k))
-        r = _RADII[size].astype(np.float64)
+        r = lay.RADII[size].astype(np.float64)
         n = lay.n_obj[todo]
         xy = np.zeros((s, k, 2))
         ok = np.ones(s, dtype=bool)
@@ -219,8 +245,11 @@ class _Camera:
         """Unit ray directions, components first: [3, B * h * w] (pixel centres, row-major)."""
         sx = ((torch.arange(w) + 0.5) / w * 2 - 1) * self.tan_h
         sy = (1 - (torch.arange(h) + 0.5) / h * 2) * self.tan_v
-        d = (self.fwd[:, None, None, :] + sx[None, None, :, None] * self.right[:, None, None, :]
-             + sy[None, :, None, None] * self.up[:, None, None, :])
+        d = (
+            self.fwd[:, None, None, :]
+            + sx[None, None, :, None] * self.right[:, None, None, :]
+            + sy[None, :, None, None] * self.up[:, None, None, :]
+        )
         d = _normalize(d)
         return d.reshape(-1, 3).T.contiguous()
 
@@ -244,8 +273,15 @@ def _slab(o: torch.Tensor, d: torch.Tensor, half: torch.Tensor) -> tuple[torch.T
     return torch.minimum(t1, t2), torch.maximum(t1, t2)
 
 
-def _interval(shape: int, o: list[torch.Tensor], d: list[torch.Tensor], r: torch.Tensor, hz: torch.Tensor,
-              cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _interval(
+    shape: int,
+    o: list[torch.Tensor],
+    d: list[torch.Tensor],
+    r: torch.Tensor,
+    hz: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Entry/exit t of rays o + t d (object-centred world frame, components lists) with one kind of shape."""
     ox, oy, oz = o
     dx, dy, dz = d
@@ -291,8 +327,16 @@ class _Objects:
         def t(a: np.ndarray, dt: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dt)
 
-        return _Objects(t(b, torch.int64), t(s, torch.int64), t(lay.shape[b, s], torch.int64), t(centre),
-                        t(lay.radius[b, s]), t(hz), t(np.cos(theta)), t(np.sin(theta)))
+        return _Objects(
+            t(b, torch.int64),
+            t(s, torch.int64),
+            t(lay.shape[b, s], torch.int64),
+            t(centre),
+            t(lay.radius[b, s]),
+            t(hz),
+            t(np.cos(theta)),
+            t(np.sin(theta)),
+        )
 
     def corners(self) -> torch.Tensor:
         """Corners of each object's world bounding box [M, 8, 3]."""
@@ -326,16 +370,102 @@ def _tiles(box: torch.Tensor, scene: torch.Tensor, h: int, w: int) -> tuple[torc
 
 def _box_of(points: torch.Tensor) -> torch.Tensor:
     """[M, P, 2] pixel points -> [M, 4] (col_min, col_max, row_min, row_max)."""
-    return torch.stack([points[..., 0].amin(1), points[..., 0].amax(1), points[..., 1].amin(1),
-                        points[..., 1].amax(1)], dim=1)
+    return torch.stack(
+        [points[..., 0].amin(1), points[..., 0].amax(1), points[..., 1].amin(1), points[..., 1].amax(1)], dim=1
+    )
+
+
+# ----------------------------------------------------------------------------------------------- materials
+
+
+@dataclass
+class _Hit:
+    """The visible surface points of a rendered chunk, as a material function sees them.
+
+    P = B * h * w + 1 (row-major pixels of the B scenes, then one dummy pixel).
+    """
+
+    lay: _Layouts
+    scene: torch.Tensor  # int64 [P]
+    entity: torch.Tensor  # int64 [P]: 0 = ground, k + 1 = object slot k
+    p: torch.Tensor  # float32 [3, P] world points (the ground plane z = 0, or far away above the horizon)
+    local: torch.Tensor  # [3, P] object frame (centre at the origin, rotation undone); the ground: world x, y, 0
+    normal: torch.Tensor  # [3, P] unit world normals
+    cos: torch.Tensor  # [P] the object's rotation (ground: 1, 0): world = (c x - s y, s x + c y, z) of local
+    sin: torch.Tensor
+    footprint: torch.Tensor  # [P] size of the pixel on the surface, world units
+
+
+@dataclass
+class _Surface:
+    """Per-pixel material returned by a material function (P as in :class:`_Hit`)."""
+
+    albedo: torch.Tensor  # float32 [P, 3] in [0, 1]
+    metal: torch.Tensor  # bool [P]: metal shading (darker diffuse, studio reflection, strong highlight)
+    normal: torch.Tensor  # [3, P] unit shading normals (bump mapping)
+    gloss: torch.Tensor  # [P] scale of the rubber sheen (0 = none)
+
+
+Material = Callable[[_Hit], _Surface]
+
+
+@dataclass(frozen=True)
+class _Style:
+    """A variation of the scenes: ``prepare`` turns sampled layouts into a :class:`_Layouts` subclass (its own
+    sizes, per-scene material fields; drawn from its own generator, before the objects are placed), ``material``
+    shades them, ``stream`` keeps its random streams apart from the plain scenes'."""
+
+    prepare: Callable[[_Layouts, np.random.Generator], _Layouts]
+    material: Material
+    stream: int
+
+
+def _hit(
+    lay: _Layouts,
+    obj: _Objects,
+    owner: torch.Tensor,
+    pix_scene: torch.Tensor,
+    d: torch.Tensor,
+    t: torch.Tensor,
+    p: torch.Tensor,
+    n: torch.Tensor,
+    pixel_angle: float,
+) -> _Hit:
+    fg = torch.nonzero(owner >= 0).squeeze(1)
+    entity = torch.zeros_like(owner)
+    local = p.clone()
+    local[2] = 0.0
+    cos = torch.ones(len(owner))
+    sin = torch.zeros(len(owner))
+    if fg.numel():
+        row = owner[fg]
+        entity[fg] = obj.slot[row] + 1
+        q = p[:, fg] - obj.centre[row].T
+        c, s = obj.cos[row], obj.sin[row]
+        local[:, fg] = torch.stack([c * q[0] + s * q[1], c * q[1] - s * q[0], q[2]])
+        cos[fg], sin[fg] = c, s
+    footprint = t * pixel_angle / (n * d).sum(0).abs().clamp_min(0.15)
+    return _Hit(lay, pix_scene, entity, p, local, n, cos, sin, footprint)
 
 
 # ----------------------------------------------------------------------------------------------- rendering
 
 
-def _render(lay: _Layouts, h: int, w: int, fov_deg: float, aspect: float, shadows: bool = True,
-            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Render B scenes at h x w: (RGB float32 [B, h, w, 3] in [0, 1], entity id int64 [B, h, w], 0 = ground)."""
+def _render(
+    lay: _Layouts,
+    h: int,
+    w: int,
+    fov_deg: float,
+    aspect: float,
+    shadows: bool = True,
+    material: Material | None = None,
+    entities_only: bool = False,
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Render B scenes at h x w: (RGB float32 [B, h, w, 3] in [0, 1], entity id int64 [B, h, w], 0 = ground).
+
+    ``material``: per-pixel albedo, metal, shading normal and sheen (textures); None = CLEVR's plain colours.
+    ``entities_only``: cast the primary rays only and return (None, entity ids), the same as a full render's.
+    """
     b = len(lay.n_obj)
     npx = b * h * w
     cam = _Camera.make(torch.from_numpy(lay.camera), fov_deg, aspect)
@@ -365,6 +495,11 @@ def _render(lay: _Layouts, h: int, w: int, fov_deg: float, aspect: float, shadow
     owner = torch.full((npx + 1,), -1, dtype=torch.int64)  # flat object row, -1 = ground / sky
     owner[idx[win]] = torch.arange(m)[:, None].expand_as(idx)[win]
     owner[npx] = -1
+    if entities_only:
+        ent = torch.zeros(npx + 1, dtype=torch.int64)
+        fg = torch.nonzero(owner >= 0).squeeze(1)
+        ent[fg] = obj.slot[owner[fg]] + 1
+        return None, ent[:npx].view(b, h, w)
 
     # Surface points: objects where hit, else the ground plane (or far away for rays above the horizon).
     fg = torch.nonzero(owner >= 0).squeeze(1)
@@ -399,8 +534,12 @@ def _render(lay: _Layouts, h: int, w: int, fov_deg: float, aspect: float, shadow
         hit = (t0 <= t1) & (t1 > 1e-4) & (t0 < 1.0) & svalid[sel] & (owner[i] != sel[:, None]) & (t[i] < _FAR)
         shadow[i[hit]] = True
 
-    ground = torch.from_numpy(lay.ground)[pix_scene]  # [npx + 1, 3]
-    rgb = _shade(lay, obj, owner, d, p, n, shadow, lpix, ground)[:npx].view(b, h, w, 3)
+    if material is None:
+        ground = torch.from_numpy(lay.ground)[pix_scene]  # [npx + 1, 3]
+        rgb = _shade(lay, obj, owner, d, p, n, shadow, lpix, ground)[:npx].view(b, h, w, 3)
+    else:
+        surface = material(_hit(lay, obj, owner, pix_scene, d, t, p, n, 2 * cam.tan_h / w))
+        rgb = _shade(lay, obj, owner, d, p, surface.normal, shadow, lpix, None, surface)[:npx].view(b, h, w, 3)
     ent = torch.zeros(npx + 1, dtype=torch.int64)
     ent[fg] = obj.slot[owner[fg]] + 1
     return rgb, ent[:npx].view(b, h, w)
@@ -440,15 +579,29 @@ def _normals(obj: _Objects, row: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return torch.where(norm > 1e-9, n / norm.clamp_min(1e-9), torch.tensor([[0.0], [0.0], [1.0]]))
 
 
-def _shade(lay: _Layouts, obj: _Objects, owner: torch.Tensor, d: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
-           shadow: torch.Tensor, light: torch.Tensor, ground: torch.Tensor) -> torch.Tensor:
+def _shade(
+    lay: _Layouts,
+    obj: _Objects,
+    owner: torch.Tensor,
+    d: torch.Tensor,
+    p: torch.Tensor,
+    n: torch.Tensor,
+    shadow: torch.Tensor,
+    light: torch.Tensor,
+    ground: torch.Tensor | None,
+    surface: _Surface | None = None,
+) -> torch.Tensor:
     """Colour [npx + 1, 3] in [0, 1] of rays d hitting p (normal n), lights at ``light`` [3, npx + 1], ground
-    albedo ``ground`` [npx + 1, 3]."""
+    albedo ``ground`` [npx + 1, 3]; or albedo, metal and sheen per pixel from ``surface``."""
     fg = owner >= 0
-    rowc = owner.clamp_min(0)
-    colors = torch.from_numpy(lay.color[obj.scene.numpy(), obj.slot.numpy()])
-    metal = fg & torch.from_numpy(lay.material[obj.scene.numpy(), obj.slot.numpy()] == _METAL)[rowc]
-    albedo = torch.where(fg[:, None], _ALBEDO[colors][rowc], ground)  # [npx + 1, 3]
+    if surface is None:
+        rowc = owner.clamp_min(0)
+        colors = torch.from_numpy(lay.color[obj.scene.numpy(), obj.slot.numpy()])
+        metal = fg & torch.from_numpy(lay.material[obj.scene.numpy(), obj.slot.numpy()] == _METAL)[rowc]
+        assert ground is not None
+        albedo = torch.where(fg[:, None], _ALBEDO[colors][rowc], ground)  # [npx + 1, 3]
+    else:
+        albedo, metal = surface.albedo, surface.metal
 
     to_light = light - p
     dist2 = (to_light * to_light).sum(0)
@@ -463,46 +616,81 @@ def _shade(lay: _Layouts, obj: _Objects, owner: torch.Tensor, d: torch.Tensor, p
     diffuse = 0.30 + 0.62 * ndl * fall + 0.18 * ndf
     view = -d
     hv = to_light + view
-    hv = hv / hv.norm(dim=0, keepdim=True).clamp_min(1e-6)
+    # (torch's norm over dim 0 is slow; the plain scenes keep it, their bytes must not change)
+    hv_len = hv.norm(dim=0, keepdim=True) if surface is None else (hv * hv).sum(0, keepdim=True).sqrt()
+    hv = hv / hv_len.clamp_min(1e-6)
     ndh = (n * hv).sum(0).clamp_min(0)
     # metal reflects a grey studio: dark ground below the horizon, a bright sky above, tinted by its colour
     ndv = (n * view).sum(0)
     refl_z = 2 * ndv * n[2] - view[2]
     env = torch.where(refl_z > 0, 0.45 + 0.75 * refl_z.clamp_min(0).sqrt(), 0.2 + 0.3 * (1 + refl_z).clamp_min(0) ** 4)
-    spec_metal = ((ndh ** 60) * 1.2 + (ndh ** 8) * 0.25) * lit
-    spec_rubber = (ndh ** 6) * lit * 0.06
+    spec_metal = ((ndh**60) * 1.2 + (ndh**8) * 0.25) * lit
+    spec_rubber = (ndh**6) * lit * 0.06
     metal_rgb = albedo * (0.15 * diffuse + 0.85 * env + spec_metal)[:, None] + (0.6 * spec_metal)[:, None]
-    rubber_rgb = albedo * diffuse[:, None] + torch.where(fg, spec_rubber, 0.0)[:, None]
+    sheen = torch.where(fg, spec_rubber, 0.0) if surface is None else spec_rubber * surface.gloss
+    rubber_rgb = albedo * diffuse[:, None] + sheen[:, None]
     rgb = torch.where(metal[:, None], metal_rgb, rubber_rgb)
     return rgb.clamp(0, 1) ** (1 / 1.6)
 
 
-def _render_output(lay: _Layouts, h: int, w: int, fov_deg: float, aspect: float, supersample: int,
-                   shadows: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(uint8 image [B, h, w, 3], uint8 entity map [B, h, w]); renders in chunks of about _PIXEL_BUDGET pixels."""
+def _render_output(
+    lay: _Layouts,
+    h: int,
+    w: int,
+    fov_deg: float,
+    aspect: float,
+    supersample: int,
+    shadows: bool,
+    material: Material | None = None,
+    entities_only: bool = False,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """(uint8 image [B, h, w, 3], uint8 entity map [B, h, w]); renders in chunks of about _PIXEL_BUDGET pixels.
+
+    Every scene renders the same whatever the chunks. ``entities_only``: (None, the entity maps), faster.
+    """
     b, k = lay.shape.shape
     ss = supersample
     chunk = max(1, _PIXEL_BUDGET // (h * w * ss * ss))
-    images = np.empty((b, h, w, 3), dtype=np.uint8)
+    images = None if entities_only else np.empty((b, h, w, 3), dtype=np.uint8)
     ents = np.empty((b, h, w), dtype=np.uint8)
     for start in range(0, b, chunk):
         part = lay.take(np.arange(start, min(b, start + chunk)))
-        rgb, ent = _render(part, h * ss, w * ss, fov_deg, aspect, shadows)
+        rgb, ent = _render(part, h * ss, w * ss, fov_deg, aspect, shadows, material, entities_only)
+        nb = len(part.n_obj)
         if ss > 1:
-            nb = len(part.n_obj)
-            rgb = rgb.view(nb, h, ss, w, ss, 3).mean((2, 4))
             cover = torch.nn.functional.one_hot(ent, k + 1).view(nb, h, ss, w, ss, k + 1).sum((2, 4))
             ent = cover.argmax(-1)
-        images[start:start + len(part.n_obj)] = (rgb * 255 + 0.5).to(torch.uint8).numpy()
-        ents[start:start + len(part.n_obj)] = ent.to(torch.uint8).numpy()
+        if images is not None and rgb is not None:
+            if ss > 1:
+                rgb = rgb.view(nb, h, ss, w, ss, 3).mean((2, 4))
+            images[start : start + nb] = (rgb * 255 + 0.5).to(torch.uint8).numpy()
+        ents[start : start + nb] = ent.to(torch.uint8).numpy()
     return images, ents
 
 
-def _blocks(n: int, seed: int, h: int, w: int, min_objects: int, max_objects: int, min_pixels: int | None,
-            supersample: int, aspect: float | None, fov_deg: float, camera_jitter: float, light_jitter: float,
-            min_dist: float, margin: float, shadows: bool, ground: str = "grey",
-            ) -> Iterator[tuple[_Layouts, np.ndarray, np.ndarray]]:
-    """Yields (layouts, uint8 images [b, h, w, 3], uint8 entity maps [b, h, w]) per block of <= 64 scenes."""
+def _blocks(
+    n: int,
+    seed: int,
+    h: int,
+    w: int,
+    min_objects: int,
+    max_objects: int,
+    min_pixels: int | None,
+    supersample: int,
+    aspect: float | None,
+    fov_deg: float,
+    camera_jitter: float,
+    light_jitter: float,
+    min_dist: float,
+    margin: float,
+    shadows: bool,
+    ground: str = "grey",
+    style: _Style | None = None,
+) -> Iterator[tuple[_Layouts, np.ndarray, np.ndarray]]:
+    """Yields (layouts, uint8 images [b, h, w, 3], uint8 entity maps [b, h, w]) per block of <= 64 scenes.
+
+    ``style`` (e.g. textured materials) changes the scenes; None = the plain CLEVR scenes.
+    """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if not 1 <= min_objects <= max_objects:
@@ -517,13 +705,17 @@ def _blocks(n: int, seed: int, h: int, w: int, min_objects: int, max_objects: in
         min_pixels = max(1, round(200 * h * w / (480 * 320)))
     aspect = w / h if aspect is None else aspect
     for block in range(math.ceil(n / _LAYOUT_BLOCK)):
-        rng = np.random.default_rng([seed, block])
+        rng = np.random.default_rng([seed, block] if style is None else [seed, block, style.stream])
         lay = _sample_layouts(rng, _LAYOUT_BLOCK, max_objects, min_objects, max_objects, camera_jitter, light_jitter)
+        if style is not None:
+            lay = style.prepare(lay, np.random.default_rng([seed, block, style.stream, 1]))
         _place_objects(rng, lay, min_dist, margin, tries=50)
         if ground == "random":  # its own stream: the layouts are those of the grey-ground scenes
             lay.ground[:] = _ground_albedo(np.random.default_rng([seed, block, 1]), _LAYOUT_BLOCK)
         lay = lay.take(np.arange(min(_LAYOUT_BLOCK, n - block * _LAYOUT_BLOCK)))
-        images, ents = _render_output(lay, h, w, fov_deg, aspect, supersample, shadows)
+        material = None if style is None else style.material
+        # entity maps only while layouts are re-drawn (a full render is several times dearer), then one render
+        _, ents = _render_output(lay, h, w, fov_deg, aspect, supersample, shadows, entities_only=True)
         todo = np.arange(len(lay.n_obj))
         for _ in range(200):
             counts = np.stack([np.bincount(e.ravel(), minlength=max_objects + 1) for e in ents[todo]])
@@ -534,9 +726,11 @@ def _blocks(n: int, seed: int, h: int, w: int, min_objects: int, max_objects: in
             redo = lay.take(todo)
             _place_objects(rng, redo, min_dist, margin, tries=50)
             lay.put(todo, redo)
-            images[todo], ents[todo] = _render_output(redo, h, w, fov_deg, aspect, supersample, shadows)
+            ents[todo] = _render_output(redo, h, w, fov_deg, aspect, supersample, shadows, entities_only=True)[1]
         else:
             raise RuntimeError(f"could not give every object {min_pixels} visible pixels; lower min_pixels")
+        images, ents = _render_output(lay, h, w, fov_deg, aspect, supersample, shadows, material)
+        assert images is not None
         yield lay, images, ents
 
 
@@ -555,32 +749,65 @@ def _scene_dicts(lay: _Layouts, pixel_coords: np.ndarray, start: int) -> list[di
     z = lay.half_height
     scenes = []
     for i in range(len(lay.n_obj)):
-        dirs = {"behind": behind[i], "front": -behind[i], "left": left[i], "right": -left[i],
-                "above": np.array([0.0, 0.0, 1.0]), "below": np.array([0.0, 0.0, -1.0])}
+        dirs = {
+            "behind": behind[i],
+            "front": -behind[i],
+            "left": left[i],
+            "right": -left[i],
+            "above": np.array([0.0, 0.0, 1.0]),
+            "below": np.array([0.0, 0.0, -1.0]),
+        }
         m = int(lay.n_obj[i])
         xyz = np.concatenate([lay.xy[i, :m], z[i, :m, None]], axis=1)  # float32 [m, 3]
-        objects = [{
-            "shape": SHAPES[lay.shape[i, j]], "size": SIZES[lay.size[i, j]], "material": MATERIALS[lay.material[i, j]],
-            "3d_coords": [float(v) for v in xyz[j]], "rotation": float(lay.rotation[i, j]),
-            "pixel_coords": [int(pixel_coords[i, j, 0]), int(pixel_coords[i, j, 1]), float(pixel_coords[i, j, 2])],
-            "color": COLORS[lay.color[i, j]],
-        } for j in range(m)]
+        objects = [
+            {
+                "shape": SHAPES[lay.shape[i, j]],
+                "size": SIZES[lay.size[i, j]],
+                "material": MATERIALS[lay.material[i, j]],
+                "3d_coords": [float(v) for v in xyz[j]],
+                "rotation": float(lay.rotation[i, j]),
+                "pixel_coords": [int(pixel_coords[i, j, 0]), int(pixel_coords[i, j, 1]), float(pixel_coords[i, j, 2])],
+                "color": COLORS[lay.color[i, j]],
+            }
+            for j in range(m)
+        ]
         relationships = {}
         for name in ("right", "behind", "front", "left"):
             proj = xyz.astype(np.float64) @ dirs[name]
             related = (proj[None, :] - proj[:, None]) > 0.2  # [a, b]: b is `name` of a (CLEVR's eps)
             relationships[name] = [np.flatnonzero(row).tolist() for row in related]
-        scenes.append({"image_index": start + i, "objects": objects, "relationships": relationships,
-                       "image_filename": f"CLEVR_new_{start + i:06d}.png", "split": "new",
-                       "directions": {k: [float(v) for v in vec] for k, vec in dirs.items()}})
+        scenes.append(
+            {
+                "image_index": start + i,
+                "objects": objects,
+                "relationships": relationships,
+                "image_filename": f"CLEVR_new_{start + i:06d}.png",
+                "split": "new",
+                "directions": {k: [float(v) for v in vec] for k, vec in dirs.items()},
+            }
+        )
     return scenes
 
 
-def generate_clevr_scenes(n: int, seed: int, height: int = 128, width: int = 128, min_objects: int = 3,
-                          max_objects: int = 10, min_pixels: int | None = None, supersample: int = 1,
-                          aspect: float | None = None, fov_deg: float = FOV_DEG, camera_jitter: float = 0.5,
-                          light_jitter: float = 1.0, min_dist: float = 0.25, margin: float = 0.4,
-                          shadows: bool = True, ground: str = "grey", masks: bool = True) -> dict:
+def generate_clevr_scenes(
+    n: int,
+    seed: int,
+    height: int = 128,
+    width: int = 128,
+    min_objects: int = 3,
+    max_objects: int = 10,
+    min_pixels: int | None = None,
+    supersample: int = 1,
+    aspect: float | None = None,
+    fov_deg: float = FOV_DEG,
+    camera_jitter: float = 0.5,
+    light_jitter: float = 1.0,
+    min_dist: float = 0.25,
+    margin: float = 0.4,
+    shadows: bool = True,
+    ground: str = "grey",
+    masks: bool = True,
+) -> dict:
     """Render ``n`` CLEVR-like scenes, deterministic from ``seed``.
 
     Args:
@@ -601,24 +828,48 @@ def generate_clevr_scenes(n: int, seed: int, height: int = 128, width: int = 128
         ``shape``, ``size`` uint8 [N, E] = vocabulary index + 1 (0 = ground / padding); ``scenes``: N CLEVR v1.0
         scene dicts.
     """
-    parts = list(_blocks(n, seed, height, width, min_objects, max_objects, min_pixels, supersample, aspect,
-                         fov_deg, camera_jitter, light_jitter, min_dist, margin, shadows, ground))
+    parts = list(
+        _blocks(
+            n,
+            seed,
+            height,
+            width,
+            min_objects,
+            max_objects,
+            min_pixels,
+            supersample,
+            aspect,
+            fov_deg,
+            camera_jitter,
+            light_jitter,
+            min_dist,
+            margin,
+            shadows,
+            ground,
+        )
+    )
     e = max_objects + 1
     if parts:
         lay = _Layouts(*(np.concatenate([getattr(p[0], f) for p in parts]) for f in _Layouts.__dataclass_fields__))
         images = np.concatenate([p[1] for p in parts])
         ents = np.concatenate([p[2] for p in parts])
     else:
-        lay = _Layouts(np.zeros(0, np.int64), *(np.zeros((0, max_objects), np.int64),) * 4,
-                       np.zeros((0, max_objects, 2), np.float32), np.zeros((0, max_objects), np.float32),
-                       np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32), np.zeros((0, 3), np.float32))
+        lay = _Layouts(
+            np.zeros(0, np.int64),
+            *(np.zeros((0, max_objects), np.int64),) * 4,
+            np.zeros((0, max_objects, 2), np.float32),
+            np.zeros((0, max_objects), np.float32),
+            np.zeros((0, 3), np.float32),
+            np.zeros((0, 3), np.float32),
+            np.zeros((0, 3), np.float32),
+        )
         images = np.zeros((0, height, width, 3), np.uint8)
         ents = np.zeros((0, height, width), np.uint8)
     present = lay.present
     pc = _pixel_coords(lay, height, width, aspect, fov_deg)
 
     def entities(values: np.ndarray, dtype: type) -> np.ndarray:
-        out = np.zeros((len(values), e) + values.shape[2:], dtype=dtype)
+        out: np.ndarray = np.zeros((len(values), e, *values.shape[2:]), dtype=dtype)
         mask = present.reshape(present.shape + (1,) * (values.ndim - 2))
         out[:, 1:] = np.where(mask, values, 0)
         return out
@@ -642,8 +893,17 @@ def generate_clevr_scenes(n: int, seed: int, height: int = 128, width: int = 128
     return out
 
 
-def write_clevr_scenes(root: str | Path, split: str, n: int, seed: int, height: int = 320, width: int = 480,
-                       info: dict | None = None, start_index: int = 0, **kwargs: object) -> Path:
+def write_clevr_scenes(
+    root: str | Path,
+    split: str,
+    n: int,
+    seed: int,
+    height: int = 320,
+    width: int = 480,
+    info: dict | None = None,
+    start_index: int = 0,
+    **kwargs: object,
+) -> Path:
     """Render ``n`` scenes and write them as a CLEVR v1.0 folder (RGBA PNGs and the scenes JSON).
 
     ``kwargs`` go to :func:`generate_clevr_scenes` (not ``masks``). Renders and writes block by block, so memory
