@@ -255,7 +255,7 @@ def test_geometry_and_min_pixels(rendered):
     radius = np.where(rendered["size"][:, 1:][vis] == 2, 0.7, 0.35)
     height = np.where(rendered["shape"][:, 1:][vis] == 1, radius / math.sqrt(2), radius)  # cubes: r / sqrt(2)
     np.testing.assert_allclose(z, height, rtol=1e-6)
-    assert 0 <= rendered["rotation"].min() and rendered["rotation"].max() < 360
+    assert rendered["rotation"].min() >= 0 and rendered["rotation"].max() < 360
     pixels = (rendered["mask"][:, 1:, ..., 0] > 0).sum((2, 3))
     assert (pixels[vis] >= round(200 * H * W / (480 * 320))).all()
     # bounding circles (radius r) never overlap

@@ -240,7 +240,7 @@ def test_eval_default_data_is_the_validation_split(tmp_path, workdir, capsys):
 def test_eval_split_test_scores_the_held_out_split(tmp_path, workdir):
     from slotlab.checkpoints import load_trained
     from slotlab.data.registry import build_dataset
-    from slotlab.evaluation import evaluate
+    from slotlab.kinds import evaluate
 
     out = tmp_path / "m.json"
     assert main(["eval", "--checkpoint", str(workdir["model"]), "--split", "test", "--batch-size", "3",
@@ -282,11 +282,11 @@ def test_visualize_num_images(tmp_path, workdir, capsys):
 
 
 def test_nan_loss_raises_training_error():
-    from slotlab.training.object_discovery import ObjectDiscoveryModule
+    from slotlab.kinds import kind
 
     torch.manual_seed(0)
     cfg = ExperimentConfig(model=tiny_model_config(16), data=DataConfig(resolution=16))
-    module = ObjectDiscoveryModule(cfg)
+    module = kind("object_discovery").build_module(cfg)
     images = torch.zeros(2, 3, 16, 16)
     images[0, 0, 3, 4] = float("nan")
     with pytest.raises(TrainingError) as e:

@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 from sklearn.metrics import adjusted_rand_score
-from tiny import tiny_autoencoder, tiny_lsd
 
 from slotlab.cli.main import main
 from slotlab.concepts import (
@@ -20,6 +19,7 @@ from slotlab.concepts import (
 )
 from slotlab.data.datasets import SceneDataset
 from slotlab.errors import ConfigError, DataError
+from tiny import tiny_autoencoder, tiny_lsd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from slotlab.config import (
-    MODEL_CONFIGS,
     ExperimentConfig,
     apply_overrides,
     config_from_dict,
@@ -15,9 +14,11 @@ from slotlab.config import (
     load_config,
 )
 from slotlab.errors import ConfigError
+from slotlab.kinds import KINDS
 from slotlab.models.object_discovery import SlotAutoencoderConfig
 from slotlab.training.schedules import warmup_exponential_decay
 
+MODEL_CONFIGS = {name: k.config for name, k in KINDS.items()}  # each kind's model config, from the registry
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESET_FILES = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 PAPER = ["tetrominoes", "multi_dsprites", "clevr6"]

@@ -10,13 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from tiny import tiny_autoencoder, tiny_lsd
 
 from slotlab.cli.main import main
-from slotlab.concepts import ConceptLibrary, collect_slots
+from slotlab.concepts import ConceptLibrary, collect_slots, compose
 from slotlab.data.datasets import SceneDataset
 from slotlab.editing import (
-    compose,
     decode_slots,
     encode_slots,
     grow_region,
@@ -29,6 +27,7 @@ from slotlab.editing import (
 )
 from slotlab.errors import DataError
 from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderConfig
+from tiny import tiny_autoencoder, tiny_lsd
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -8,7 +8,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging
 from slotlab.checkpoints import load_trained
 from slotlab.config import load_config
 from slotlab.errors import ConfigError
-from slotlab.training.run import train
+from slotlab.experiment import train
 
 TINY = ["data.train_size=64", "data.val_size=8", "optim.batch_size=8", "optim.max_steps=6", "optim.warmup_steps=0",
         "trainer.max_time_minutes=null", "trainer.val_every_n_steps=3", "trainer.checkpoint_every_n_steps=3",

@@ -14,6 +14,8 @@ from torch import nn
 
 from slotlab.errors import DataError
 from slotlab.metrics.fid import (
+    FID_WEIGHTS_NAME,
+    FID_WEIGHTS_URL,
     FeatureExtractor,
     FIDResult,
     InceptionFeatures,
@@ -23,13 +25,9 @@ from slotlab.metrics.fid import (
     fid_from_features,
     frechet_distance,
     kernel_inception_distance,
-)
-from slotlab.modules.inception import (
-    FID_WEIGHTS_NAME,
-    FID_WEIGHTS_URL,
-    FIDInceptionV3,
     load_fid_inception,
 )
+from slotlab.modules.inception import FIDInceptionV3
 
 # Pinned: torchvision's Inception-v3 without AuxLogits, 1008-way fc (the FID weights file's layout).
 NUM_PARAMS = 23_850_960
@@ -142,7 +140,7 @@ def test_kid_subset_size_clipped_and_seeded():
     assert first != kernel_inception_distance(x, y, subsets=5, subset_size=1000, seed=8)
     # all rows in every subset (subset_size clipped to 30 < 40 for x; all of y): matches a direct unbiased MMD^2
     full, _ = kernel_inception_distance(x[:30], y, subsets=3, subset_size=1000)
-    k = lambda a, b: (a @ b.T / 6 + 1) ** 3  # noqa: E731
+    k = lambda a, b: (a @ b.T / 6 + 1) ** 3
     kxx, kyy, kxy = k(x[:30], x[:30]), k(y, y), k(x[:30], y)
     ref = (kxx.sum() - np.trace(kxx)) / (30 * 29) + (kyy.sum() - np.trace(kyy)) / (30 * 29) - 2 * kxy.mean()
     assert full == pytest.approx(ref, rel=1e-12)

@@ -77,11 +77,10 @@ def test_protocols_and_cli_fid_on_a_tiny_lsd_model(tmp_path, capsys):
 
 
 def test_compose_protocol_with_concept_groups(tmp_path):
-    from tiny import tiny_lsd
-
     from slotlab.concepts import build_library
     from slotlab.data.datasets import SceneDataset
     from slotlab.models.image_autoencoder import load_image_autoencoder
+    from tiny import tiny_lsd
 
     model = tiny_lsd(tmp_path)
     ds = SceneDataset(torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8))
@@ -93,11 +92,10 @@ def test_compose_protocol_with_concept_groups(tmp_path):
 
 
 def test_recompose_keeps_every_slots_concept(tmp_path):
-    from tiny import tiny_lsd
-
     from slotlab.concepts import build_library
     from slotlab.data.datasets import SceneDataset
     from slotlab.editing import encode_slots
+    from tiny import tiny_lsd
 
     model = tiny_lsd(tmp_path)
     ds = SceneDataset(torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8))
@@ -125,10 +123,9 @@ def test_recompose_keeps_every_slots_concept(tmp_path):
 
 
 def test_cli_fid_protocol_errors(tmp_path, capsys):
-    from tiny import tiny_lsd
-
     from slotlab.cli.main import main
     from slotlab.data import save_npz
+    from tiny import tiny_lsd
 
     model = tiny_lsd(tmp_path)
     model.save_pretrained(tmp_path / "lsd")

@@ -18,13 +18,13 @@ from slotlab.data.datasets import SceneDataset
 from slotlab.data.latents import cache_latents
 from slotlab.data.store import Store
 from slotlab.errors import ConfigError, DataError
+from slotlab.kinds import kind
 from slotlab.models.image_autoencoder import (
     ImageAutoencoder,
     ImageAutoencoderConfig,
     load_image_autoencoder,
     load_vae,
 )
-from slotlab.training.autoencoder import AutoencoderModule
 
 
 def tiny_config(**kw) -> ImageAutoencoderConfig:
@@ -192,7 +192,7 @@ def test_cache_latents(model, tmp_path):
 def test_lightning_module_steps():
     config = ExperimentConfig(task="autoencoder", model=tiny_config(kl_weight=1e-3))
     torch.manual_seed(0)
-    module = AutoencoderModule(config)
+    module = kind("autoencoder").build_module(config)
     assert isinstance(module.model, ImageAutoencoder)
     batch = {"image": images()}
     loss = module.training_step(batch, 0)
@@ -202,7 +202,7 @@ def test_lightning_module_steps():
     value = module.finalize_scaling([batch, {"image": images(4, 1)}])
     assert math.isfinite(value) and value > 0
     assert module.model.config.scaling_factor == value == module.config.model.scaling_factor
-    fresh = AutoencoderModule(ExperimentConfig(task="autoencoder", model=tiny_config()))
+    fresh = kind("autoencoder").build_module(ExperimentConfig(task="autoencoder", model=tiny_config()))
     fresh.load_state_dict(module.state_dict())
     assert fresh.model.config.scaling_factor == pytest.approx(value)
     optimizers = module.configure_optimizers()

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
+from slotlab.config import load_config
 from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderConfig
 from slotlab.models.lsd import LatentSlotDiffusion, LatentSlotDiffusionConfig
 from slotlab.modules import build_grid
 from slotlab.modules.backbones import UNetBackbone
-from slotlab.config import load_config
 from slotlab.modules.slot_unet import CartesianEmbedding, PositionalAttnProcessor, SlotConditionedUNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -132,23 +132,24 @@ def test_lsd_save_load_round_trip(tmp_path):
     again = LatentSlotDiffusion.from_pretrained(tmp_path / "m").eval()
     assert (tmp_path / "m" / "model.safetensors").is_file()
     images, latents = torch.rand(2, 3, 16, 16), torch.randn(2, 4, 8, 8)
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(0)
     torch.testing.assert_close(model(images, latents, generator=g()).loss, again(images, latents, generator=g()).loss)
 
 
 def test_lsd_module_steps_with_on_the_fly_latents():
     from slotlab.config import DataConfig, ExperimentConfig, TrainerConfig
-    from slotlab.training.lsd import LSDModule
+    from slotlab.kinds import kind
 
     ae = ImageAutoencoder(ImageAutoencoderConfig(resolution=16, block_out_channels=[8, 16], norm_num_groups=4))
     cfg = ExperimentConfig(task="lsd", model=tiny_config(), data=DataConfig(resolution=16), trainer=TrainerConfig())
-    module = LSDModule(cfg, autoencoder=ae)
+    module = kind("lsd").build_module(cfg)
+    module.model.use_autoencoder(ae)
     assert not any(n.startswith("_autoencoder") for n, _ in module.named_parameters())  # frozen, not saved
     batch = {"image": torch.rand(4, 3, 16, 16) * 2 - 1, "labels": torch.randint(0, 3, (4, 16, 16), dtype=torch.uint8)}
     loss = module.training_step(batch, 0)
     assert torch.isfinite(loss)
     module.validation_step(batch, 0)
-    assert module._fg_ari and module._segmentation.compute()["num_objects"] > 0
+    assert module.val_metrics.compute()["num_objects"] > 0
 
 
 def test_cli_demo_lsd_end_to_end(tmp_path, capsys):

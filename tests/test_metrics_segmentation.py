@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from slotlab.metrics import (
-    SegmentationScores,
+    SegmentationMetric,
     best_overlap,
     binding_errors,
     iou_table,
@@ -241,7 +241,7 @@ def test_accumulation_equals_one_batch() -> None:
     t2, p2 = _random_case(gen, 7, 5, 3)
     t2[0] = 0  # an image without objects
     t2[1] = torch.where(t2[1] > 0, t2[1] + 18, 0)  # large ids, as in MOVi
-    scores = SegmentationScores()
+    scores = SegmentationMetric(fg_ari=False, binding=False)  # mBO and mIoU only
     scores.update(t1, p1)
     scores.update(t2, p2)
     acc, whole = (
@@ -352,11 +352,11 @@ def test_pooled_labels_keep_large_regions_and_lose_small_ones():
 
 
 def test_segmentation_report_is_the_sum_of_its_parts_over_batches():
-    from slotlab.metrics import SegmentationReport, fg_ari, mean_ignoring_nan
+    from slotlab.metrics import SegmentationMetric, fg_ari, mean_ignoring_nan
 
     g = torch.Generator().manual_seed(0)
     true, pred = torch.randint(0, 4, (6, 8, 8), generator=g), torch.randint(0, 5, (6, 8, 8), generator=g)
-    report = SegmentationReport()
+    report = SegmentationMetric()
     report.update(true[:4], pred[:4])
     report.update(true[4:], pred[4:])
     whole = segmentation_metrics(true, pred)

@@ -6,8 +6,9 @@ import torch
 from slotlab.checkpoints import load_trained
 from slotlab.config import load_config
 from slotlab.data.registry import build_dataset
+from slotlab.experiment import train
+from slotlab.kinds import kind
 from slotlab.training.precision import CANDIDATES, resolve_precision, time_precisions
-from slotlab.training.run import TASKS, train
 
 TINY = ["data.train_size=32", "data.val_size=8", "optim.batch_size=8", "optim.max_steps=2", "optim.warmup_steps=0",
         "trainer.max_time_minutes=null", "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2",
@@ -18,7 +19,7 @@ TINY = ["data.train_size=32", "data.val_size=8", "optim.batch_size=8", "optim.ma
 def _module_and_data(*overrides):
     config = load_config("tetrominoes_demo", [*TINY, *overrides])
     torch.manual_seed(0)
-    module = TASKS[config.task][0](config)
+    module = kind(config.task).build_module(config)
     return config, module, build_dataset(config.data, "train")
 
 

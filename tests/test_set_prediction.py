@@ -90,7 +90,7 @@ def _reference_ap(preds, targets, threshold):
     flat = preds.reshape(b * k, 19)
     order = sorted(range(b * k), key=lambda i: -flat[i, 18])  # Python's sort is stable
     claimed, tp, fp = set(), [], []
-    attrs = lambda v: [int(np.argmax(v[a:c])) for a, c in ((3, 5), (5, 7), (7, 10), (10, 18))]  # noqa: E731
+    attrs = lambda v: [int(np.argmax(v[a:c])) for a, c in ((3, 5), (5, 7), (7, 10), (10, 18))]
     for i in order:
         img, best, best_d = i // k, None, 10_000.0
         for j, t in enumerate(targets[img]):
@@ -193,7 +193,7 @@ def test_set_predictor_paper_defaults_and_save_load(tmp_path):
     model.save_pretrained(tmp_path / "m")
     again = SlotSetPredictor.from_pretrained(tmp_path / "m")
     x = torch.rand(1, 3, 16, 16)
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(0)
     torch.testing.assert_close(model(x, generator=g()).predictions, again(x, generator=g()).predictions)
 
 

@@ -13,8 +13,8 @@ from slotlab.config import load_config
 from slotlab.data import generate_tetrominoes, save_npz
 from slotlab.data.registry import VAL_SEED_OFFSET, build_dataset
 from slotlab.evaluation import evaluate_object_discovery
+from slotlab.experiment import train
 from slotlab.models import SlotAutoencoder
-from slotlab.training.run import train
 
 STEPS = 2500
 OVERRIDES = [f"optim.max_steps={STEPS}", "data.train_size=20000", "trainer.max_time_minutes=null",

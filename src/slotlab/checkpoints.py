@@ -1,91 +1,148 @@
-"""Load a trained model from an exported folder (safetensors + config) or a Lightning checkpoint."""
+"""Save and load trained models: an exported folder (safetensors + config.json + experiment.yaml), a run folder that
+holds one, or a Lightning ``.ckpt``. The model kind comes from the registry (:mod:`slotlab.kinds`), never guessed
+here; a checkpoint is read with ``torch.load(weights_only=True)``, so no file runs code when it is loaded."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
+import pickle
+import zipfile
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
 
 from slotlab.config import ExperimentConfig, config_from_dict
-from slotlab.errors import DataError
-from slotlab.models import SlotAutoencoder
-from slotlab.models.image_autoencoder import ImageAutoencoder
-from slotlab.models.lsd import LatentSlotDiffusion
-from slotlab.models.set_prediction import SlotSetPredictor
+from slotlab.errors import ConfigError, DataError, SlotlabError
+from slotlab.io import atomic_write_text
+from slotlab.kinds import EXPERIMENT_FILE, KINDS, ModelKind, kind, kind_of_folder
+from slotlab.models.base import CONFIG_FILE, WEIGHTS_FILE
 
-MODELS = {"object_discovery": SlotAutoencoder, "set_prediction": SlotSetPredictor, "autoencoder": ImageAutoencoder,
-          "lsd": LatentSlotDiffusion}
-IMAGE_AUTOENCODER_FILE = "image_autoencoder.json"
-
-EXPERIMENT_FILE = "experiment.yaml"  # the full experiment config, saved beside exported weights
+__all__ = ["EXPERIMENT_FILE", "checkpoint_step", "load_trained", "model_folder", "read_checkpoint", "save_trained"]
 
 
 def save_trained(model, config: ExperimentConfig, model_dir: str | Path) -> Path:
     """Weights (safetensors) + config.json + experiment.yaml, loadable by :func:`load_trained`."""
     model_dir = Path(model_dir)
-    model.to(memory_format=torch.contiguous_format).save_pretrained(model_dir)
-    (model_dir / EXPERIMENT_FILE).write_text(config.to_yaml())
+    model.save_pretrained(model_dir)
+    atomic_write_text(model_dir / EXPERIMENT_FILE, config.to_yaml())
     return model_dir
 
 
-def _task_of_folder(path: Path) -> tuple[str, ExperimentConfig | None]:
-    exp = path / EXPERIMENT_FILE
-    if exp.is_file():
-        config = config_from_dict(yaml.safe_load(exp.read_text()))
-        return config.task, config
-    if (path / IMAGE_AUTOENCODER_FILE).is_file():
-        return "autoencoder", None
-    keys = set(json.loads((path / "config.json").read_text()))  # a bare save_pretrained folder
-    task = "set_prediction" if "num_outputs" in keys else "lsd" if "cross_attention_dim" in keys else "object_discovery"
-    return task, None
+def _is_model_folder(p: Path) -> bool:
+    """config.json + model.safetensors, or the config file a model class of its own writes (the autoencoder's)."""
+    own = {k.model.config_file for k in KINDS.values()} - {CONFIG_FILE}
+    return ((p / CONFIG_FILE).is_file() and (p / WEIGHTS_FILE).is_file()) or any((p / f).is_file() for f in own)
 
 
-def load_trained(path: str | Path, map_location: str = "cpu") -> tuple[torch.nn.Module, ExperimentConfig | None]:
-    """``path``: a folder written by ``save_pretrained``/``slotlab train`` (model.safetensors + config.json),
-    a run folder holding ``model/``, or a Lightning ``.ckpt``. Returns the model in eval mode and, when
-    known, the experiment config it was trained with."""
+def model_folder(path: str | Path) -> Path | None:
+    """The model folder ``path`` names: itself, its ``model/`` (a run folder), or the folder of a
+    ``model.safetensors`` file; None for a ``.ckpt``."""
     path = Path(path)
-    def is_model(p: Path) -> bool:
-        return ((p / "config.json").is_file() and (p / "model.safetensors").is_file()) or (p / IMAGE_AUTOENCODER_FILE).is_file()
-
-    if path.is_dir() and not is_model(path) and is_model(path / "model"):
+    if path.is_file() and path.name == WEIGHTS_FILE:
+        path = path.parent
+    if path.is_dir() and not _is_model_folder(path) and _is_model_folder(path / "model"):
         path = path / "model"
     if path.is_dir():
-        if not is_model(path):
+        if not _is_model_folder(path):
             raise DataError(f"{path}: not a slotlab model folder (needs config.json and model.safetensors)")
-        try:
-            task, config = _task_of_folder(path)
-            with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints where it loads from
-                if task == "autoencoder":
-                    model = ImageAutoencoder.from_pretrained(path).to(map_location)
-                else:
-                    model = MODELS[task].from_pretrained(path, map_location=map_location, strict=True)
-        except (RuntimeError, TypeError, ValueError) as e:
-            raise DataError(f"{path}: cannot load this model ({_one_line(e)})") from None
-    elif path.is_file() and path.suffix == ".ckpt":
-        from slotlab.training.run import TASKS
+        return path
+    if path.is_file() and path.suffix == ".ckpt":
+        return None
+    raise DataError(f"checkpoint not found: {path} (give a model folder, a run folder or a .ckpt file)")
 
+
+def read_checkpoint(path: str | Path) -> dict:
+    """A Lightning ``.ckpt`` as a dict, unpickled with ``weights_only=True``: tensors, numbers, strings and plain
+    containers only. A file that needs anything else (a pickled object that could run code) is refused in one line
+    before anything of it runs."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise DataError(
+            f"{path}: refused: this checkpoint holds Python objects that slotlab does not load "
+            f"(only weights and plain values are read; {_one_line(e, 160)})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise DataError(f"{path}: not a readable checkpoint (truncated or corrupt? {_one_line(e, 160)})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise DataError(f"{path}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def _config_of_checkpoint(ckpt: dict, path: Path) -> ExperimentConfig:
+    try:
+        values = ckpt["hyper_parameters"]["config"]
+    except (KeyError, TypeError):
+        raise DataError(f"{path}: a checkpoint without a slotlab experiment config") from None
+    try:
+        return config_from_dict(values)
+    except ConfigError as e:
+        raise DataError(f"{path}: its experiment config is invalid ({e})") from None
+
+
+def load_trained(
+    path: str | Path, map_location: str = "cpu", command: str | None = None
+) -> tuple[torch.nn.Module, ExperimentConfig | None]:
+    """``path``: a folder written by ``save_pretrained``/``slotlab train`` (model.safetensors + config.json), a run
+    folder holding ``model/``, a ``model.safetensors`` file or a Lightning ``.ckpt``. Returns the model in eval mode
+    and, when known, the experiment config it was trained with. With ``command``, a kind that cannot serve it is
+    refused (one line) before its weights are read."""
+    folder = model_folder(path)
+    if folder is not None:
+        k = kind_of_folder(folder)
+        if command:
+            k.require(command, str(path))
+        config = _experiment_of_folder(folder, k)
         try:
-            task = torch.load(path, map_location="cpu", weights_only=False)["hyper_parameters"]["config"]["task"]
-            module = TASKS[task][0].load_from_checkpoint(path, map_location=map_location, weights_only=False)
-        except (RuntimeError, KeyError, EOFError) as e:
-            raise DataError(f"{path}: cannot load this checkpoint ({_one_line(e)})") from None
-        model, config = module.model, module.config
-    else:
-        raise DataError(f"checkpoint not found: {path} (give a model folder or a .ckpt file)")
-    return model.eval(), config
+            model = k.model.from_pretrained(folder, map_location=map_location)
+        except SlotlabError:
+            raise
+        except (RuntimeError, TypeError, ValueError, OSError) as e:
+            raise DataError(f"{folder}: cannot load this model ({_one_line(e)})") from None
+        return model.eval(), config
+    ckpt = read_checkpoint(path)
+    config = _config_of_checkpoint(ckpt, Path(path))
+    k = kind(config.task)
+    if command:
+        k.require(command, str(path))
+    return _model_from_state(k, config, ckpt["state_dict"], Path(path)).to(map_location).eval(), config
+
+
+def _experiment_of_folder(folder: Path, k: ModelKind) -> ExperimentConfig | None:
+    exp = folder / EXPERIMENT_FILE
+    if not exp.is_file():
+        return None
+    try:
+        values = yaml.safe_load(exp.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise DataError(f"{exp}: not valid YAML ({_one_line(e, 160)})") from None
+    try:
+        config = config_from_dict(values)
+    except ConfigError as e:
+        raise DataError(f"{exp}: {e}") from None
+    if config.task != k.name:
+        raise DataError(f"{exp} says task {config.task!r} but the folder holds a {k.name} model")
+    return config
+
+
+def _model_from_state(k: ModelKind, config: ExperimentConfig, state_dict: dict[str, Any], path: Path):
+    """The model of a Lightning module's state dict (keys ``model.*``)."""
+    model = k.build_model(config.model)
+    weights = {name[len("model.") :]: t for name, t in state_dict.items() if name.startswith("model.")}
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise DataError(f"{path}: cannot load this checkpoint ({_one_line(e)})") from None
+    return model
 
 
 def checkpoint_step(path: str | Path) -> int:
     """The training step at which a Lightning ``.ckpt`` was written."""
-    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+    return int(read_checkpoint(path)["global_step"])
 
 
-def _one_line(error: Exception, limit: int = 300) -> str:
+def _one_line(error: BaseException, limit: int = 300) -> str:
     """An exception's message on one line (e.g. load_state_dict's list of missing keys), shortened."""
     text = " ".join(str(error).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -3,8 +3,11 @@ removal), replace one with a slot of another image (swapping objects, background
 (object insertion), and decode the edited set: by reverse diffusion from noise for Latent Slot Diffusion, by the
 spatial broadcast decoder for the Slot Attention autoencoder. Any number of slots can be decoded.
 
-Also :func:`compose`: new scenes from one member slot of each of several visual concepts
-(:class:`slotlab.concepts.ConceptLibrary`).
+Also :func:`edit_image`: one edit of one image, decoded before and after with the same noise. (New scenes from
+a visual concept library: :func:`slotlab.concepts.compose`.)
+
+Everything here goes through the slot-model protocol (:class:`slotlab.models.SlotModel`: ``encode``, ``render``,
+``slot_masks``, ``slot_width``), so it works for every kind that draws images from slots.
 
 Shapes: B batch, K slots, D slot width, R image side, m mask side, N = side * side attention inputs.
 """
@@ -13,18 +16,36 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from slotlab.errors import ConfigError, DataError
+from slotlab.errors import DataError
+from slotlab.fields import build
+from slotlab.models import Sampling, SlotModel, attention_masks, resize_masks
+from slotlab.models.base import MASK_SOURCES
 
-if TYPE_CHECKING:
-    from slotlab.concepts.library import ConceptLibrary
-
-MASK_SOURCES = ("auto", "alpha", "attention")
+__all__ = [
+    "MASK_SOURCES",
+    "EditResult",
+    "EncodedSlots",
+    "attention_masks",
+    "decode_slots",
+    "edit_image",
+    "edit_sheet",
+    "encode_slots",
+    "grow_region",
+    "insert_slot",
+    "load_autoencoder_of",
+    "pick_slot",
+    "remove_slot",
+    "replace_slot",
+    "resize_masks",
+    "slot_model",
+    "slot_segment",
+]
 
 
 @dataclass
@@ -34,63 +55,36 @@ class EncodedSlots:
     source: str  # "alpha" (the autoencoder decoder's masks) or "attention" (last-iteration Slot Attention)
 
 
-def model_kind(model) -> str:
-    """"lsd" (Latent Slot Diffusion) or "object_discovery" (Slot Attention autoencoder); else a DataError."""
-    from slotlab.models.lsd import LatentSlotDiffusion
-    from slotlab.models.object_discovery import SlotAutoencoder
-
-    if isinstance(model, LatentSlotDiffusion):
-        return "lsd"
-    if isinstance(model, SlotAutoencoder):
-        return "object_discovery"
-    raise DataError(f"{type(model).__name__}: slots can be collected, edited and decoded only with a Latent Slot "
-                    "Diffusion or an object discovery (Slot Attention autoencoder) model")
-
-
-def resize_masks(masks: Tensor, size: int) -> Tensor:
-    """Masks [B, K, h, w] -> [B, K, size, size]: area averaging to shrink, bilinear to grow (both keep the
-    masks summing to 1 over K)."""
-    if masks.shape[-2:] == (size, size):
-        return masks
-    mode = "area" if size < masks.shape[-1] else "bilinear"
-    kwargs = {} if mode == "area" else {"align_corners": False}
-    return F.interpolate(masks.float(), size=(size, size), mode=mode, **kwargs)
-
-
-def attention_masks(attn: Tensor, size: int) -> Tensor:
-    """Last-iteration attention [B, N, K] (N = side * side, softmax over K) -> masks [B, K, size, size],
-    upsampled bilinearly as in :func:`slotlab.evaluation.attention_labels`."""
-    b, n, k = attn.shape
-    side = math.isqrt(n)
-    if side * side != n:
-        raise DataError(f"attention over {n} inputs is not a square grid")
-    return resize_masks(attn.transpose(1, 2).reshape(b, k, side, side).float(), size)
+def slot_model(model) -> SlotModel:
+    """``model`` if it draws images from slots (Latent Slot Diffusion, the Slot Attention autoencoder); else a
+    one-line DataError."""
+    if not isinstance(model, SlotModel) or not model.draws_images:
+        raise DataError(
+            f"{type(model).__name__}: slots can be collected, edited and decoded only with a model that "
+            "draws images from its slots (Latent Slot Diffusion, the Slot Attention autoencoder)"
+        )
+    return model
 
 
 @torch.no_grad()
-def encode_slots(model, images: Tensor, generator: torch.Generator | None = None, mask_size: int | None = None,
-                 mask_source: str = "auto") -> EncodedSlots:
+def encode_slots(
+    model,
+    images: Tensor,
+    generator: torch.Generator | None = None,
+    mask_size: int | None = None,
+    mask_source: str = "auto",
+) -> EncodedSlots:
     """images [B, 3, R, R] in [-1, 1] -> slots [B, K, D] and masks [B, K, m, m] (m = ``mask_size``, default R).
 
     ``mask_source``: "alpha" decodes the slots and takes the broadcast decoder's alpha masks (the Slot Attention
     paper's segmentation; object discovery models only), "attention" takes Slot Attention's last-iteration
-    attention, upsampled bilinearly (the only choice for LSD, whose decoder has no masks). "auto": alpha for the
-    autoencoder, attention for LSD.
+    attention, upsampled bilinearly (the only choice for LSD, whose decoder has no masks). "auto": the model's own
+    (alpha for the autoencoder, attention for LSD).
     """
-    kind = model_kind(model)
-    if mask_source not in MASK_SOURCES:
-        raise ConfigError(f"unknown mask source {mask_source!r}: use one of {', '.join(MASK_SOURCES)}")
-    if mask_source == "auto":
-        mask_source = "alpha" if kind == "object_discovery" else "attention"
-    if mask_source == "alpha" and kind != "object_discovery":
-        raise ConfigError("alpha masks need an object discovery model; LSD's masks come from the attention")
-    size = mask_size or images.shape[-1]
+    model = slot_model(model)
     enc = model.encode(images, generator=generator)
-    if mask_source == "alpha":
-        masks = resize_masks(model.decode(enc.slots).alpha[:, :, 0].float(), size)
-    else:
-        masks = attention_masks(enc.attn[:, -1], size)
-    return EncodedSlots(enc.slots, masks, mask_source)
+    masks = model.slot_masks(enc, mask_size or images.shape[-1], mask_source)
+    return EncodedSlots(enc.slots, masks, model.mask_source(mask_source))
 
 
 # ---------------------------------------------------------------------------------------------- slot edits
@@ -103,8 +97,9 @@ def _index(i: int, k: int, what: str = "slot") -> int:
     return int(i) % k
 
 
-def pick_slot(masks: Tensor, index: int | None = None, pixel: tuple[int, int] | None = None,
-              size: int | None = None) -> int:
+def pick_slot(
+    masks: Tensor, index: int | None = None, pixel: tuple[int, int] | None = None, size: int | None = None
+) -> int:
     """The slot chosen by ``index`` or, given ``pixel`` = (y, x), the slot whose mask is largest at that pixel.
 
     masks: [K, H, W], [K, 1, H, W] (alpha masks) or attention [N, K] over a square grid. ``pixel`` is in an
@@ -119,6 +114,7 @@ def pick_slot(masks: Tensor, index: int | None = None, pixel: tuple[int, int] | 
     k, h, w = masks.shape
     if index is not None:
         return _index(index, k)
+    assert pixel is not None
     y, x = (int(v) for v in pixel)
     side_y, side_x = (size, size) if size is not None else (h, w)
     if not (0 <= y < side_y and 0 <= x < side_x):
@@ -166,12 +162,8 @@ def insert_slot(slots: Tensor, new_slot: Tensor, position: int | None = None) ->
 
 
 def load_autoencoder_of(model):
-    """LSD's frozen image autoencoder (from ``model.config.autoencoder``), in eval mode; None for other models."""
-    if model_kind(model) != "lsd":
-        return None
-    from slotlab.models.image_autoencoder import load_image_autoencoder
-
-    return load_image_autoencoder(model.config.autoencoder).to(next(model.parameters()).device).eval()
+    """The frozen image autoencoder a model decodes through (LSD's), in eval mode; None for the others."""
+    return slot_model(model).image_autoencoder
 
 
 def grow_region(region: Tensor, pixels: int) -> Tensor:
@@ -182,8 +174,17 @@ def grow_region(region: Tensor, pixels: int) -> Tensor:
 
 
 @torch.no_grad()
-def decode_slots(model, slots: Tensor, steps: int = 25, sampler: str = "dpm", seed: int = 0, autoencoder=None,
-                 guidance: float = 1.0, keep_from: Tensor | None = None, region: Tensor | None = None) -> Tensor:
+def decode_slots(
+    model,
+    slots: Tensor,
+    steps: int = 25,
+    sampler: str = "dpm",
+    seed: int = 0,
+    autoencoder=None,
+    guidance: float = 1.0,
+    keep_from: Tensor | None = None,
+    region: Tensor | None = None,
+) -> Tensor:
     """slots [B, K', D] (or [K', D]: B = 1) -> images [B, 3, R, R] in [-1, 1]; K' may be any number.
 
     LSD: reverse diffusion from noise drawn with ``seed`` (``steps``, ``sampler``, ``guidance`` as in
@@ -196,91 +197,143 @@ def decode_slots(model, slots: Tensor, steps: int = 25, sampler: str = "dpm", se
     latent cell that touches the region is generated), so the decoded region fits its surroundings; object
     discovery: the decoder's image pasted into ``keep_from`` inside the region.
     """
-    kind = model_kind(model)
+    model = slot_model(model)
     if slots.ndim == 2:
         slots = slots[None]
     if slots.ndim != 3 or slots.shape[1] == 0:
         raise DataError(f"expected slots [B, K, D] with K >= 1, got {list(slots.shape)}")
-    if slots.shape[-1] != model.config.slot_width:
-        raise DataError(f"the slots have width {slots.shape[-1]} but the model's are {model.config.slot_width} wide "
-                        "(slots from another model?)")
+    if slots.shape[-1] != model.slot_width:
+        raise DataError(
+            f"the slots have width {slots.shape[-1]} but the model's are {model.slot_width} wide "
+            "(slots from another model?)"
+        )
     if (keep_from is None) != (region is None):
         raise ValueError("give both keep_from and region, or neither")
     device = next(model.parameters()).device
     slots = slots.to(device, torch.float32)
-    if keep_from is not None:
-        r = model.config.resolution
+    if keep_from is not None and region is not None:
+        r = model.resolution
         if keep_from.shape != (slots.shape[0], 3, r, r) or region.shape != (slots.shape[0], r, r):
-            raise DataError(f"keep_from {list(keep_from.shape)} and region {list(region.shape)} must be "
-                            f"[{slots.shape[0]}, 3, {r}, {r}] and [{slots.shape[0]}, {r}, {r}]")
+            raise DataError(
+                f"keep_from {list(keep_from.shape)} and region {list(region.shape)} must be "
+                f"[{slots.shape[0]}, 3, {r}, {r}] and [{slots.shape[0]}, {r}, {r}]"
+            )
         keep_from, region = keep_from.to(device, torch.float32), region.to(device)
-    if kind == "object_discovery":
-        images = model.decode(slots).reconstruction.clamp(-1, 1)
-        return images if region is None else torch.where(region[:, None], images, keep_from)
-    autoencoder = autoencoder if autoencoder is not None else load_autoencoder_of(model)
+    if autoencoder is not None:
+        model.use_autoencoder(autoencoder)
     g = torch.Generator(device=device).manual_seed(seed)
-    known = keep = None
-    if region is not None:
-        known = autoencoder.encode(keep_from, sample=False).float()
-        keep = 1 - F.adaptive_max_pool2d(region[:, None].float(), known.shape[-2:])
-    latents = model.generate(slots, steps=steps, sampler=sampler, guidance=guidance, generator=g, known=known,
-                             keep=keep)
-    return autoencoder.decode(latents.float(), clamp=True).float()
+    return model.render(
+        slots, build(Sampling, {"steps": steps, "sampler": sampler, "guidance": guidance}), g, keep_from, region
+    )
 
 
-# ------------------------------------------------------------------------------------------------- compose
+# ---------------------------------------------------------------------------------------------- one edit
+
+EDITS = ("remove", "replace", "insert", "keep")
 
 
-def _draw(n: int, g: torch.Generator) -> int:
-    return int(torch.randint(n, (1,), generator=g))
+@dataclass
+class EditResult:
+    """One edit of one image's slots, decoded before and after with the same noise."""
+
+    what: str  # e.g. "removed slot 3"
+    slot: int | None  # the image's edited slot (remove, replace), else None
+    source_slot: int | None  # the source image's slot (replace, insert)
+    images: Tensor  # [1 or 2, 3, R, R]: the image (and the source image)
+    slots: Tensor  # [K, D] the image's slots
+    edited: Tensor  # [K', D] after the edit
+    masks: Tensor  # [1 or 2, K, R, R] the slot masks of the image (and the source)
+    changed: Tensor  # bool [R, R]: where the edit acts (the removed or inserted slots' pixels)
+    reconstruction: Tensor  # [1, 3, R, R] decoded from the slots
+    after: Tensor  # [1, 3, R, R] decoded from the edited slots
+    kept: Tensor | None = None  # [1, 3, R, R] only the grown changed region redrawn, the rest from the input
+    region: Tensor | None = None  # bool [1, R, R] the grown region (with keep_rest)
 
 
-def compose(model, library: ConceptLibrary, concepts: list[int | list[int]] | None = None, n: int = 8,
-            seed: int = 0, *, num_concepts: int = 4, top: int | None = None, steps: int = 25, sampler: str = "dpm",
-            guidance: float = 1.0, autoencoder=None) -> tuple[Tensor, dict]:
-    """``n`` new scenes, each decoded from one member slot of each of several concepts of ``library``.
+@torch.no_grad()
+def edit_image(
+    model,
+    image: Tensor,
+    op: str,
+    slot: int | None = None,
+    pixel: tuple[int, int] | None = None,
+    source: Tensor | None = None,
+    source_slot: int | None = None,
+    keep: list[int] | None = None,
+    keep_rest: bool = False,
+    grow: int = 2,
+    sampling: Sampling | None = None,
+    seed: int = 0,
+    source_name: str = "the source image",
+) -> EditResult:
+    """Edit ``image`` [3, R, R] in slot space and decode it before and after with the same seed.
 
-    concepts: concept ids (every scene takes one slot of each), where an item may be a list of ids, a group
-    (every scene takes one concept of the group at random); None: every scene takes ``num_concepts`` distinct
-    non-empty concepts at random. Members are drawn uniformly from the ``top`` nearest to their centroid
-    (default: all members). Returns images [n, 3, R, R] in [-1, 1] and the prompt: per scene the concept ids and
-    the (image index, slot index) of every member slot used, with the seed and sampling settings.
-    """
-    if concepts is not None:
-        if len(concepts) == 0:
-            raise DataError("no concepts given")
-        for c in concepts:
-            group = c if isinstance(c, (list, tuple)) else [c]
-            if not group:
-                raise DataError("an empty group of concepts")
-            for cid in group:
-                library.check_concept(cid, nonempty=True)
-    nonempty = (library.sizes > 0).nonzero().flatten()
-    if concepts is None and not 1 <= num_concepts <= len(nonempty):
-        raise DataError(f"cannot draw {num_concepts} distinct concepts: the library has {len(nonempty)} non-empty")
-    if n < 1:
-        raise DataError("compose at least one scene")
-    if top is not None and top < 1:
-        raise DataError(f"top must be at least 1, got {top}")
-    g = torch.Generator().manual_seed(seed)
-    rows, scenes = [], []
-    for _ in range(n):
-        if concepts is None:
-            picks = nonempty[torch.randperm(len(nonempty), generator=g)[:num_concepts]].tolist()
-        else:
-            picks = [int(c[_draw(len(c), g)]) if isinstance(c, (list, tuple)) else int(c) for c in concepts]
-        members = []
-        for c in picks:
-            pool = library.nearest_members(c, top)
-            members.append(int(pool[_draw(len(pool), g)]))
-        rows.append(members)
-        scenes.append({"concepts": picks, "members": [[int(library.image_index[r]), int(library.slot_index[r])]
-                                                      for r in members]})
-    slots = library.slots[torch.tensor(rows)]  # [n, C', D]
-    images = decode_slots(model, slots, steps, sampler, seed, autoencoder, guidance)
-    prompt = {"seed": seed, "concepts": concepts, "num_concepts": None if concepts else num_concepts, "top": top,
-              "steps": steps, "sampler": sampler, "guidance": guidance, "scenes": scenes,
-              "members_are": "[image index, slot index] in the library's dataset"}
-    if model_kind(model) == "object_discovery":
-        prompt.update(steps=None, sampler=None, guidance=None)  # the broadcast decoder does not sample
-    return images, prompt
+    ``op``: "remove" slot ``slot`` (or the slot that holds ``pixel`` = (y, x)); "replace" slot ``slot`` by slot
+    ``source_slot`` of the image ``source``; "insert" slot ``source_slot`` of ``source``; "keep" only the slots
+    ``keep``. ``keep_rest``: also redraw only the edited region (grown by ``grow`` pixels) and keep the input
+    elsewhere (LSD: blended sampling; the autoencoder: its decoded region pasted into the input)."""
+    model = slot_model(model)
+    if op not in EDITS:
+        raise DataError(f"unknown edit {op!r}: use one of {', '.join(EDITS)}")
+    if (op in ("replace", "insert")) != (source is not None):
+        raise DataError(f"the edit {op!r} {'needs' if op in ('replace', 'insert') else 'takes no'} source image")
+    if grow < 0:
+        raise DataError(f"grow must be >= 0, got {grow}")
+    sampling = sampling or Sampling()
+    device = next(model.parameters()).device
+    images = torch.stack([image] + ([source] if source is not None else [])).to(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    enc = encode_slots(model, images, g)
+    slots, masks = enc.slots[0], enc.masks[0]
+    i = j = None
+    if op == "remove":
+        i = pick_slot(masks, index=slot, pixel=pixel)
+        edited, what, changed = remove_slot(slots, i), f"removed slot {i}", slot_segment(masks, i)
+    elif op == "replace":
+        if slot is None or source_slot is None:
+            raise DataError("replacing a slot needs the slot and the source image's slot")
+        i, j = pick_slot(masks, index=slot), pick_slot(enc.masks[1], index=source_slot)
+        edited, what = replace_slot(slots, i, enc.slots[1], j), f"replaced slot {i} by slot {j} of {source_name}"
+        changed = slot_segment(masks, i) | slot_segment(enc.masks[1], j)  # where the old and the new object were
+    elif op == "insert":
+        if source_slot is None:
+            raise DataError("inserting a slot needs the source image's slot")
+        j = pick_slot(enc.masks[1], index=source_slot)
+        edited, what = insert_slot(slots, enc.slots[1, j]), f"inserted slot {j} of {source_name}"
+        changed = slot_segment(enc.masks[1], j)
+    else:
+        chosen = sorted({_index(k, slots.shape[0]) for k in keep or []})
+        if not chosen:
+            raise DataError("keep at least one slot")
+        edited, what = slots[chosen], f"kept slots {', '.join(map(str, chosen))}"
+        changed = ~torch.isin(masks.argmax(0), torch.tensor(chosen, device=masks.device))  # the dropped slots' pixels
+    decode: dict[str, Any] = dict(steps=sampling.steps, sampler=sampling.sampler, seed=seed, guidance=sampling.guidance)
+    recon = decode_slots(model, slots[None], **decode)  # the same seed: the same noise for both
+    after = decode_slots(model, edited[None], **decode)
+    result = EditResult(what, i, j, images, slots, edited, enc.masks, changed, recon, after)
+    if keep_rest:
+        result.region = grow_region(changed[None], grow)
+        result.kept = decode_slots(model, edited[None], **decode, keep_from=images[:1], region=result.region)
+    return result
+
+
+def edit_sheet(result: EditResult, scale: int = 1, source_name: str = "source image"):
+    """The PNG sheet of an edit: input | the edited slot's region | reconstruction | edited [| rest kept]
+    [| source image | source slot's region]."""
+    from slotlab.data.transforms import to_uint8
+    from slotlab.visualize import column_sheet
+
+    images, masks = result.images, result.masks
+    region = (images[:, None] * masks[:, :, None]).cpu()  # [B, K, 3, R, R] each slot's region on grey
+    columns = [("input", to_uint8(images[:1].cpu()))]
+    if result.slot is not None:
+        columns.append((f"slot {result.slot}", to_uint8(region[:1, result.slot])))
+    columns += [("reconstruction", to_uint8(result.reconstruction.cpu())), ("edited", to_uint8(result.after.cpu()))]
+    if result.kept is not None:
+        columns.append(("rest kept", to_uint8(result.kept.cpu())))
+    if len(images) > 1:
+        columns += [
+            (source_name, to_uint8(images[1:].cpu())),
+            (f"its slot {result.source_slot}", to_uint8(region[1:, result.source_slot])),
+        ]
+    return column_sheet(columns, scale)

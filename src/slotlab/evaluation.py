@@ -1,162 +1,223 @@
-"""Evaluate a trained model on a dataset: metrics as a dict (segmentation for object discovery, AP for set
-prediction)."""
+"""Scoring models: the one metric path shared by validation during training and ``slotlab eval``.
+
+An :class:`Evaluator` says how a model kind is scored: :meth:`~Evaluator.metrics` gives a fresh
+:class:`~slotlab.metrics.MetricSet` (torchmetrics accumulators, reduced across DDP ranks) and
+:meth:`~Evaluator.update` runs the model on one batch and adds it. A kind's Lightning module calls ``update`` in its
+``validation_step`` (slot noise from a generator seeded with ``trainer.seed + batch index``) and logs
+``compute()`` at the end of the epoch; :func:`run_evaluator` runs the same ``update`` over a dataset, with a generator
+seeded with ``seed + batch index``. On the same data, batches, seed and weights the two agree exactly.
+
+The registry (:mod:`slotlab.kinds`) names each kind's evaluator.
+"""
 
 from __future__ import annotations
 
-import math
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
 from slotlab.errors import DataError
 from slotlab.metrics import (
-    SegmentationReport,
-    ari_score,
-    binding_errors,
+    AveragePrecisionMetric,
+    MeanMetric,
+    MetricSet,
+    SegmentationMetric,
     image_mse,
-    mean_ignoring_nan,
     psnr,
-    summarise_binding,
 )
-from slotlab.metrics.average_precision import average_precisions
-from slotlab.models import SlotAutoencoder
-from slotlab.models.set_prediction import SlotSetPredictor
+from slotlab.models import attention_masks, mask_labels
 
 
-def predicted_labels(masks: torch.Tensor) -> torch.Tensor:
+def attention_labels(attn: Tensor, size: int) -> Tensor:
+    """Slot Attention's last-iteration attention [B, N, K] (N = h * w) -> argmax slot per pixel [B, size, size]."""
+    return mask_labels(attention_masks(attn, size))
+
+
+def predicted_labels(masks: Tensor) -> Tensor:
     """Alpha masks [B, K, 1, H, W] -> argmax slot per pixel [B, H, W]."""
-    return masks[:, :, 0].argmax(dim=1)
+    return mask_labels(masks[:, :, 0])
 
 
-def attention_labels(attn: torch.Tensor, size: int) -> torch.Tensor:
-    """Slot Attention's last-iteration attention [B, N, K] (N = h * w) -> argmax slot per pixel [B, size, size],
-    upsampled bilinearly."""
-    b, n, k = attn.shape
-    side = math.isqrt(n)
-    maps = attn.transpose(1, 2).reshape(b, k, side, side).float()
-    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False).argmax(dim=1)
+class Evaluator:
+    """How one model kind is scored. ``requires``: the batch field that ``slotlab eval`` cannot do without
+    (``"labels"``: masks, ``"targets"``: set-prediction targets; None: any data)."""
+
+    requires: ClassVar[str | None] = None
+    scored_by: ClassVar[str | None] = None  # the batch field the headline metric (the kind's monitor) needs
+    notes: ClassVar[dict[str, Any]] = {}  # what the numbers mean, added to evaluate()'s result
+
+    def can_score(self, dataset: SceneDataset | None) -> bool:
+        """Whether validation on ``dataset`` gives the headline metric (and so a best checkpoint)."""
+        if dataset is None:
+            return False
+        return _has(dataset, self.scored_by) if self.scored_by else True
+
+    def metrics(self) -> MetricSet:
+        raise NotImplementedError
+
+    def update(
+        self,
+        model,
+        batch: dict[str, Tensor],
+        metrics: MetricSet,
+        generator: torch.Generator | None,
+        num_iterations: int | None = None,
+    ) -> Tensor | None:
+        """Run ``model`` on ``batch`` (tensors on the model's device) and add the results to ``metrics``; returns
+        the training loss of the batch where the kind has one that needs nothing more than the batch."""
+        raise NotImplementedError
+
+    def check(self, dataset: SceneDataset, where: str = "the data") -> None:
+        """A one-line error when ``dataset`` lacks what this kind is scored against."""
+        if self.requires and not _has(dataset, self.requires):
+            what = {
+                "labels": "masks to score the segmentation against",
+                "targets": "set-prediction targets to score against",
+            }.get(self.requires, self.requires)
+            raise DataError(f"{where}: has no {what}")
 
 
-@torch.no_grad()
-def evaluate_object_discovery(
-    model: SlotAutoencoder,
-    dataset: SceneDataset,
-    batch_size: int = 64,
-    seed: int = 0,
-    num_iterations: int | None = None,
-    progress: bool = False,
-) -> dict:
-    """FG-ARI, ARI (averaged over images) and reconstruction MSE of ``model`` on ``dataset``.
+def _has(dataset: SceneDataset, field: str) -> bool:
+    return dataset.labels is not None if field == "labels" else field in dataset.extra
 
-    ``fg_ari`` and ``ari`` score the decoder's alpha masks (the paper's protocol); ``fg_ari_attention``
-    scores Slot Attention's last-iteration attention, upsampled to the image. With masks, the binding diagnostics of
-    :func:`~slotlab.metrics.binding_errors` (decoder masks, over all objects) say what the errors are: ``split_objects``
-    (under 90 % of the object in one slot), ``merged_objects`` (its slot also holds another object),
-    ``object_purity``, ``owner_ground`` (the share of background in the slot that owns an object) and
-    ``stray_to_spare`` (the share of misassigned object pixels held by slots that own no object).
 
-    Slot initialisation noise is drawn from a generator seeded with ``seed``, so results repeat exactly.
-    """
-    model.eval()
-    device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    fg, full, fg_attn, mse, binding = [], [], [], [], []
-    for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
-        batch = dataset[idx]
-        images = batch["image"].to(device)
-        out = model(images, num_iterations=num_iterations, generator=g)
-        mse.append(((out.reconstruction - images) ** 2).mean(dim=(1, 2, 3)).cpu())
+class ObjectDiscoveryEvaluator(Evaluator):
+    """The Slot Attention autoencoder: reconstruction ``mse``; with masks, the segmentation of the decoder's alpha
+    masks (the paper's protocol: ``fg_ari``, ``ari``, mBO, mIoU and the binding diagnostics of
+    :func:`~slotlab.metrics.binding_errors`: ``split_objects``, ``merged_objects``, ``object_purity``,
+    ``owner_ground``, ``stray_to_spare``) and ``fg_ari_attention`` of the last iteration's attention."""
+
+    requires = scored_by = "labels"
+    notes = {"averaged_over": "images"}
+
+    def metrics(self) -> MetricSet:
+        return MetricSet(
+            {
+                "mse": MeanMetric(),
+                "segmentation": SegmentationMetric(ari=True),
+                "attention": SegmentationMetric(overlaps=False, binding=False, suffix="_attention"),
+            }
+        )
+
+    def update(self, model, batch, metrics, generator, num_iterations=None):
+        images = batch["image"]
+        out = model(images, num_iterations=num_iterations, generator=generator)
+        metrics["mse"].update(image_mse(out.reconstruction, images))
         if "labels" in batch:
-            pred = predicted_labels(out.masks).cpu()
-            fg.append(ari_score(batch["labels"], pred, foreground_only=True))
-            binding.append(binding_errors(batch["labels"], pred))
-            full.append(ari_score(batch["labels"], pred, foreground_only=False))
-            attn_pred = attention_labels(out.attn[:, -1], images.shape[-1]).cpu()
-            fg_attn.append(ari_score(batch["labels"], attn_pred, foreground_only=True))
-    metrics = {"num_images": len(dataset), "mse": float(torch.cat(mse).mean())}
-    if fg:
-        metrics["fg_ari"] = mean_ignoring_nan(torch.cat(fg))
-        metrics["ari"] = mean_ignoring_nan(torch.cat(full))
-        metrics["fg_ari_attention"] = mean_ignoring_nan(torch.cat(fg_attn))
-        metrics["averaged_over"] = "images"
-        metrics.update(summarise_binding(binding))
-    return metrics
+            labels = batch["labels"]
+            metrics["segmentation"].update(labels, predicted_labels(out.masks).to(labels.device))
+            metrics["attention"].update(labels, attention_labels(out.attn[:, -1], labels.shape[-1]).to(labels.device))
+        return out.loss
+
+
+class SetPredictionEvaluator(Evaluator):
+    """Set prediction: AP at every distance threshold (``ap_inf``, ``ap_1``, ... ``ap_0.125``; all predictions
+    ranked together) and the Hungarian Huber ``loss``."""
+
+    requires = scored_by = "targets"
+
+    def metrics(self) -> MetricSet:
+        return MetricSet({"ap": AveragePrecisionMetric(), "loss": MeanMetric()})
+
+    def update(self, model, batch, metrics, generator, num_iterations=None):
+        targets = batch["targets"]
+        out = model(batch["image"], targets, num_iterations=num_iterations, generator=generator)
+        metrics["ap"].update(out.predictions, targets)
+        metrics["loss"].update(out.loss, weight=len(targets))
+        return out.loss
+
+
+class LatentSlotDiffusionEvaluator(Evaluator):
+    """Latent Slot Diffusion: the segmentation from the last iteration's attention (upsampled, argmax): ``fg_ari``
+    (mean over images), ``mbo_objects``/``miou_objects`` (mean over all objects, the LSD paper's convention),
+    ``mbo_images``/``miou_images`` and the binding diagnostics; with ``latents`` in the batch (validation) also the
+    diffusion ``loss``."""
+
+    requires = scored_by = "labels"
+    notes = {"fg_ari_averaged_over": "images"}
+
+    def metrics(self) -> MetricSet:
+        return MetricSet({"loss": MeanMetric(), "segmentation": SegmentationMetric()})
+
+    def update(self, model, batch, metrics, generator, num_iterations=None):
+        images, loss = batch["image"], None
+        if "latents" in batch:  # the slots come first from the generator, so they equal encode()'s
+            out = model(images, batch["latents"].float(), generator=generator, num_iterations=num_iterations)
+            attn, loss = out.attn, out.loss
+            metrics["loss"].update(loss, weight=len(images))
+        else:
+            attn = model.encode(images, num_iterations=num_iterations, generator=generator).attn
+        if "labels" in batch:
+            labels = batch["labels"]
+            metrics["segmentation"].update(labels, attention_labels(attn[:, -1], labels.shape[-1]).to(labels.device))
+        return loss
+
+
+class ImageAutoencoderEvaluator(Evaluator):
+    """An image autoencoder: reconstruction ``mse`` and ``psnr`` (per image, images in [-1, 1], posterior mode)."""
+
+    def metrics(self) -> MetricSet:
+        return MetricSet({"mse": MeanMetric(), "psnr": MeanMetric()})
+
+    def update(self, model, batch, metrics, generator, num_iterations=None):
+        images = batch["image"]
+        out = model(images, sample=False)
+        metrics["mse"].update(image_mse(out.reconstruction, images))
+        metrics["psnr"].update(psnr(out.reconstruction, images))
+        return None
 
 
 @torch.no_grad()
-def evaluate_set_prediction(
-    model: SlotSetPredictor,
+def run_evaluator(
+    evaluator: Evaluator,
+    model,
     dataset: SceneDataset,
     batch_size: int = 64,
     seed: int = 0,
     num_iterations: int | None = None,
     progress: bool = False,
 ) -> dict:
-    """AP at every distance threshold (``ap_inf``, ``ap_1``, ... ``ap_0.125``), all images ranked together, and
-    the Hungarian Huber loss, of ``model`` on a dataset with set-prediction ``targets``."""
-    if "targets" not in dataset.extra:
-        raise DataError("the data has no set-prediction targets (CLEVR scenes) to score against")
+    """Score ``model`` on ``dataset`` with ``evaluator``: ``{"num_images", **metrics, **notes}``.
+
+    Batches of ``batch_size`` in order; the slot initialisation noise of batch ``i`` comes from a generator seeded
+    with ``seed + i`` (as in validation), so results repeat exactly."""
+    evaluator.check(dataset)
     model.eval()
     device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    preds, targets, losses = [], [], []
-    for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
-        batch = dataset[idx]
-        out = model(batch["image"].to(device), batch["targets"].to(device), num_iterations=num_iterations, generator=g)
-        preds.append(out.predictions.float().cpu())
-        targets.append(batch["targets"].float())
-        losses.append(out.loss.item() * len(idx))
-    metrics = {"num_images": len(dataset), **average_precisions(torch.cat(preds), torch.cat(targets))}
-    metrics["loss"] = sum(losses) / len(dataset)
-    return metrics
+    metrics = evaluator.metrics().to(device)
+    for i, idx in enumerate(
+        tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False)
+    ):
+        batch = {k: v.to(device) for k, v in dataset[idx].items()}
+        generator = torch.Generator(device=device).manual_seed(seed + i)
+        evaluator.update(model, batch, metrics, generator, num_iterations)
+    return {"num_images": len(dataset), **metrics.compute(), **evaluator.notes}
 
 
-@torch.no_grad()
-def evaluate_lsd(model, dataset: SceneDataset, batch_size: int = 64, seed: int = 0, num_iterations: int | None = None,
-                 progress: bool = False) -> dict:
-    """Segmentation of a Latent Slot Diffusion model from its last-iteration attention (upsampled, argmax):
-    ``fg_ari`` (mean over images), ``mbo_objects``/``miou_objects`` (mean over all objects, the LSD paper's
-    convention) and ``mbo_images``/``miou_images`` (mean over images of per-image means), and the binding
-    diagnostics of :func:`~slotlab.metrics.binding_errors` over all objects (``split_objects``, ``merged_objects``,
-    ``owner_ground``, ...)."""
-    if dataset.labels is None:
-        raise DataError("the data has no masks to score the segmentation against")
-    model.eval()
-    device = next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
-    report = SegmentationReport()
-    for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
-        batch = dataset[idx]
-        enc = model.encode(batch["image"].to(device), num_iterations=num_iterations, generator=g)
-        report.update(batch["labels"], attention_labels(enc.attn[:, -1], batch["labels"].shape[-1]).cpu())
-    return {"num_images": len(dataset), **report.compute(), "fg_ari_averaged_over": "images"}
+OBJECT_DISCOVERY = ObjectDiscoveryEvaluator()
+SET_PREDICTION = SetPredictionEvaluator()
+LATENT_SLOT_DIFFUSION = LatentSlotDiffusionEvaluator()
+IMAGE_AUTOENCODER = ImageAutoencoderEvaluator()
 
 
-@torch.no_grad()
-def evaluate_autoencoder(model, dataset: SceneDataset, batch_size: int = 64, progress: bool = False, **_) -> dict:
-    """Reconstruction MSE and PSNR (images in [-1, 1], posterior mode) of an image autoencoder."""
-    model.eval()
-    device = next(model.parameters()).device
-    mse, db = [], []
-    for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False):
-        images = dataset[idx]["image"].to(device)
-        rec = model.decode(model.encode(images, sample=False))
-        mse.append(image_mse(rec, images).cpu())
-        db.append(psnr(rec, images).cpu())
-    return {"num_images": len(dataset), "mse": float(torch.cat(mse).mean()), "psnr": float(torch.cat(db).mean())}
+def evaluate_object_discovery(model, dataset: SceneDataset, **kwargs) -> dict:
+    """:func:`run_evaluator` with :class:`ObjectDiscoveryEvaluator`."""
+    return run_evaluator(OBJECT_DISCOVERY, model, dataset, **kwargs)
 
 
-def evaluate(model, dataset: SceneDataset, **kwargs) -> dict:
-    """The metrics of the model's task."""
-    from slotlab.models.image_autoencoder import ImageAutoencoder
-    from slotlab.models.lsd import LatentSlotDiffusion
+def evaluate_set_prediction(model, dataset: SceneDataset, **kwargs) -> dict:
+    """:func:`run_evaluator` with :class:`SetPredictionEvaluator`."""
+    return run_evaluator(SET_PREDICTION, model, dataset, **kwargs)
 
-    if isinstance(model, SlotSetPredictor):
-        return evaluate_set_prediction(model, dataset, **kwargs)
-    if isinstance(model, LatentSlotDiffusion):
-        return evaluate_lsd(model, dataset, **kwargs)
-    if isinstance(model, ImageAutoencoder):
-        return evaluate_autoencoder(model, dataset, **kwargs)
-    return evaluate_object_discovery(model, dataset, **kwargs)
+
+def evaluate_lsd(model, dataset: SceneDataset, **kwargs) -> dict:
+    """:func:`run_evaluator` with :class:`LatentSlotDiffusionEvaluator` (segmentation only: no latents)."""
+    return run_evaluator(LATENT_SLOT_DIFFUSION, model, dataset, **kwargs)
+
+
+def evaluate_autoencoder(model, dataset: SceneDataset, **kwargs) -> dict:
+    """:func:`run_evaluator` with :class:`ImageAutoencoderEvaluator`."""
+    return run_evaluator(IMAGE_AUTOENCODER, model, dataset, **kwargs)

@@ -23,6 +23,7 @@ numbers (no wrap-around).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,14 +34,23 @@ from tqdm.auto import tqdm
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
 from slotlab.errors import DataError
+from slotlab.models import SlotModel, attention_masks
 
 CATEGORICAL, CONTINUOUS = "categorical", "continuous"
 
 #: Per-entity factor arrays that can be probed, by name; a categorical name with channels is continuous.
 FACTOR_KINDS: dict[str, str] = {
-    "color": CATEGORICAL, "material": CATEGORICAL, "shape": CATEGORICAL, "size": CATEGORICAL,
-    "x": CONTINUOUS, "y": CONTINUOUS, "z": CONTINUOUS, "rotation": CONTINUOUS, "scale": CONTINUOUS,
-    "orientation": CONTINUOUS, "pixel_coords": CONTINUOUS,
+    "color": CATEGORICAL,
+    "material": CATEGORICAL,
+    "shape": CATEGORICAL,
+    "size": CATEGORICAL,
+    "x": CONTINUOUS,
+    "y": CONTINUOUS,
+    "z": CONTINUOUS,
+    "rotation": CONTINUOUS,
+    "scale": CONTINUOUS,
+    "orientation": CONTINUOUS,
+    "pixel_coords": CONTINUOUS,
 }
 
 
@@ -48,14 +58,9 @@ FACTOR_KINDS: dict[str, str] = {
 
 
 def slot_masks_from_attention(attn: Tensor, size: int) -> Tensor:
-    """Last-iteration attention [B, N, K] (N = side * side) -> soft per-slot masks [B, K, size, size], upsampled
-    bilinearly (as :func:`slotlab.evaluation.attention_labels` does before its argmax)."""
-    b, n, k = attn.shape
-    side = math.isqrt(n)
-    if side * side != n:
-        raise ValueError(f"attention over {n} inputs is not a square grid")
-    maps = attn.transpose(1, 2).reshape(b, k, side, side).float()
-    return F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
+    """Last-iteration attention [B, N, K] (N = side * side) -> soft per-slot masks [B, K, size, size]
+    (:func:`slotlab.models.attention_masks`, which segmentation and editing use too)."""
+    return attention_masks(attn, size)
 
 
 def mask_ious(true_labels: Tensor, slot_masks: Tensor, num_entities: int) -> Tensor:
@@ -68,8 +73,9 @@ def mask_ious(true_labels: Tensor, slot_masks: Tensor, num_entities: int) -> Ten
     return inter / union.clamp_min(1)
 
 
-def match_slots_to_objects(true_labels: Tensor, slot_masks: Tensor, num_entities: int | None = None,
-                           min_iou: float = 0.0) -> Tensor:
+def match_slots_to_objects(
+    true_labels: Tensor, slot_masks: Tensor, num_entities: int | None = None, min_iou: float = 0.0
+) -> Tensor:
     """Hungarian matching of ground-truth objects to slots, per image, maximising the total IoU.
 
     Args:
@@ -82,17 +88,26 @@ def match_slots_to_objects(true_labels: Tensor, slot_masks: Tensor, num_entities
         int64 [B, E]: the slot of each entity, -1 for the background (column 0), entities absent from the image,
         entities left over when there are more objects than slots, and matches of IoU <= ``min_iou``.
     """
-    if true_labels.ndim != 3 or slot_masks.ndim != 4 or true_labels.shape[0] != slot_masks.shape[0] \
-            or true_labels.shape[-2:] != slot_masks.shape[-2:]:
-        raise ValueError(f"expected labels [B, H, W] and slot masks [B, K, H, W], got {list(true_labels.shape)} and "
-                         f"{list(slot_masks.shape)}")
+    if (
+        true_labels.ndim != 3
+        or slot_masks.ndim != 4
+        or true_labels.shape[0] != slot_masks.shape[0]
+        or true_labels.shape[-2:] != slot_masks.shape[-2:]
+    ):
+        raise ValueError(
+            f"expected labels [B, H, W] and slot masks [B, K, H, W], got {list(true_labels.shape)} and "
+            f"{list(slot_masks.shape)}"
+        )
     largest = int(true_labels.max()) if true_labels.numel() else 0
     num_entities = largest + 1 if num_entities is None else num_entities
     if largest >= num_entities:
         raise ValueError(f"label {largest} is out of range for {num_entities} entities")
     iou = mask_ious(true_labels.cpu(), slot_masks.cpu(), num_entities).numpy()  # [B, E, K]
-    present = np.stack([np.bincount(y.ravel(), minlength=num_entities) > 0
-                        for y in true_labels.cpu().long().numpy()]) if len(iou) else np.zeros((0, num_entities), bool)
+    present = (
+        np.stack([np.bincount(y.ravel(), minlength=num_entities) > 0 for y in true_labels.cpu().long().numpy()])
+        if len(iou)
+        else np.zeros((0, num_entities), bool)
+    )
     present[:, 0] = False  # the background is never matched
     assignment = np.full(iou.shape[:2], -1, np.int64)
     for b in range(len(iou)):
@@ -120,24 +135,23 @@ def probe_factors(dataset: SceneDataset, properties: list[str] | None = None) ->
     if properties is not None:
         missing = [p for p in properties if p not in found]
         if missing:
-            raise DataError(f"no per-object factor {', '.join(map(repr, missing))} to probe; the data has "
-                            f"{', '.join(found) or 'none'}")
+            raise DataError(
+                f"no per-object factor {', '.join(map(repr, missing))} to probe; the data has "
+                f"{', '.join(found) or 'none'}"
+            )
         found = {p: found[p] for p in properties}
     return found
 
 
-def _encode(model: nn.Module, images: Tensor, generator: torch.Generator):
-    """SlotAttentionOutput of any slot model (``encode`` of object discovery / LSD; set prediction's parts)."""
-    if hasattr(model, "encode") and hasattr(model, "slot_attention"):
-        return model.encode(images, generator=generator)
-    if hasattr(model, "slot_attention") and hasattr(model, "encoder"):
-        return model.slot_attention(model.encoder(images), generator=generator)
-    raise DataError(f"a {type(model).__name__} has no slots to probe")
-
-
 @torch.no_grad()
-def collect_probe_data(model: nn.Module, dataset: SceneDataset, batch_size: int = 64, seed: int = 0,
-                       properties: list[str] | None = None, progress: bool = False) -> dict:
+def collect_probe_data(
+    model: nn.Module,
+    dataset: SceneDataset,
+    batch_size: int = 64,
+    seed: int = 0,
+    properties: list[str] | None = None,
+    progress: bool = False,
+) -> dict:
     """Run ``model`` over ``dataset``, match slots to objects and gather what the probes train on.
 
     Returns a dict with ``slots`` float [M, D] (the matched slot of each of the M matched objects),
@@ -146,6 +160,8 @@ def collect_probe_data(model: nn.Module, dataset: SceneDataset, batch_size: int 
     each class index}, ``num_images``, ``num_objects`` (objects visible in the label maps) and ``num_matched`` (M).
     Slot initialisation noise comes from a generator seeded with ``seed``.
     """
+    if not isinstance(model, SlotModel):
+        raise DataError(f"a {type(model).__name__} has no slots to probe")
     if dataset.labels is None:
         raise DataError("the data has no masks, so slots cannot be matched to objects")
     kinds = probe_factors(dataset, properties)
@@ -158,22 +174,30 @@ def collect_probe_data(model: nn.Module, dataset: SceneDataset, batch_size: int 
     model.eval()
     device = next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
-    slots, values, num_objects = [], {name: [] for name in kinds}, 0
+    slots: list[Tensor] = []
+    values: dict[str, list[Tensor]] = {name: [] for name in kinds}
+    num_objects = 0
     for idx in tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="probe", disable=not progress, leave=False):
         batch = dataset[idx]
         labels = batch["labels"].long()
         if int(labels.max()) >= num_entities:
             raise DataError(f"label {int(labels.max())} has no factors: the factor arrays have {num_entities} entities")
-        enc = _encode(model, batch["image"].to(device), g)
-        masks = slot_masks_from_attention(enc.attn[:, -1].cpu(), labels.shape[-1])  # [B, K, H, W]
+        enc = model.encode(batch["image"].to(device), generator=g)
+        masks = model.slot_masks(enc, labels.shape[-1], "attention").cpu()  # [B, K, H, W]
         assignment = match_slots_to_objects(labels, masks, num_entities)  # [B, E]
         num_objects += sum(int(torch.unique(y).gt(0).sum()) for y in labels)
         b, e = torch.nonzero(assignment >= 0, as_tuple=True)
         slots.append(enc.slots.float().cpu()[b, assignment[b, e]])
         for name in kinds:
             values[name].append(batch[name][b, e])
-    data = {"slots": torch.cat(slots), "targets": {}, "kinds": kinds, "classes": {}, "num_images": len(dataset),
-            "num_objects": num_objects}
+    data: dict[str, Any] = {
+        "slots": torch.cat(slots),
+        "targets": {},
+        "kinds": kinds,
+        "classes": {},
+        "num_images": len(dataset),
+        "num_objects": num_objects,
+    }
     data["num_matched"] = len(data["slots"])
     for name, kind in kinds.items():
         v = torch.cat(values[name])
@@ -196,8 +220,17 @@ def split_objects(num: int, train_fraction: float = 0.83, seed: int = 0) -> tupl
     return perm[:n_train], perm[n_train:]
 
 
-def _fit(probe: nn.Module, x: Tensor, y: Tensor, loss_fn, epochs: int, lr: float, weight_decay: float,
-         val_fraction: float, seed: int) -> nn.Module:
+def _fit(
+    probe: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    loss_fn,
+    epochs: int,
+    lr: float,
+    weight_decay: float,
+    val_fraction: float,
+    seed: int,
+) -> nn.Module:
     """Full-batch Adam on all but a seeded ``val_fraction`` of (x, y); returns the probe with the weights of the
     epoch with the lowest loss on that held-out part (early stopping, so probes of noise stay near chance)."""
     n_val = min(round(len(x) * val_fraction), len(x) - 1)
@@ -217,12 +250,20 @@ def _fit(probe: nn.Module, x: Tensor, y: Tensor, loss_fn, epochs: int, lr: float
     if n_val:
         with torch.no_grad():
             if loss_fn(probe(x[val]), y[val]).item() >= best:
-                probe.load_state_dict(best_state)
+                probe.load_state_dict(best_state or {})
     return probe.eval()
 
 
-def train_probes(data: dict, train_fraction: float = 0.83, seed: int = 0, epochs: int = 300, lr: float = 1e-2,
-                 hidden: int = 64, weight_decay: float = 1e-4, val_fraction: float = 0.1) -> dict[str, dict]:
+def train_probes(
+    data: dict,
+    train_fraction: float = 0.83,
+    seed: int = 0,
+    epochs: int = 300,
+    lr: float = 1e-2,
+    hidden: int = 64,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.1,
+) -> dict[str, dict]:
     """Fit and score one probe per property of ``data`` (from :func:`collect_probe_data`; only ``slots``,
     ``targets`` and ``kinds`` are read).
 
@@ -247,8 +288,17 @@ def train_probes(data: dict, train_fraction: float = 0.83, seed: int = 0, epochs
             torch.manual_seed(seed)
             if kind == CATEGORICAL:
                 y = y.long()
-                probe = _fit(nn.Linear(d, int(y.max()) + 1), x[train], y[train], F.cross_entropy, epochs, lr,
-                             weight_decay, val_fraction, seed)
+                probe = _fit(
+                    nn.Linear(d, int(y.max()) + 1),
+                    x[train],
+                    y[train],
+                    F.cross_entropy,
+                    epochs,
+                    lr,
+                    weight_decay,
+                    val_fraction,
+                    seed,
+                )
                 with torch.no_grad():
                     value = (probe(x[test]).argmax(1) == y[test]).float().mean().item()
                 baseline = torch.bincount(y[test]).max().item() / len(test)
@@ -257,13 +307,20 @@ def train_probes(data: dict, train_fraction: float = 0.83, seed: int = 0, epochs
                 y = y.float().reshape(len(y), -1)  # [M, C]
                 y_mean, y_std = y[train].mean(0), y[train].std(0, unbiased=False).clamp_min(1e-6)
                 mlp = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, y.shape[1]))
-                probe = _fit(mlp, x[train], (y[train] - y_mean) / y_std, F.mse_loss, epochs, lr, weight_decay,
-                             val_fraction, seed)
+                probe = _fit(
+                    mlp, x[train], (y[train] - y_mean) / y_std, F.mse_loss, epochs, lr, weight_decay, val_fraction, seed
+                )
                 with torch.no_grad():
                     pred = probe(x[test]) * y_std + y_mean
                 value = F.mse_loss(pred, y[test]).item()
                 baseline = F.mse_loss(y_mean.expand_as(y[test]), y[test]).item()
                 metric = "mse"
-        results[name] = {"kind": kind, "metric": metric, "value": value, "baseline": baseline,
-                         "train_objects": len(train), "test_objects": len(test)}
+        results[name] = {
+            "kind": kind,
+            "metric": metric,
+            "value": value,
+            "baseline": baseline,
+            "train_objects": len(train),
+            "test_objects": len(test),
+        }
     return results

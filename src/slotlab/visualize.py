@@ -1,10 +1,15 @@
 """PNG pictures of what a model does: input, reconstruction, segmentations, per-slot masks and contents, and
-set predictions (predicted vs true objects, per-slot attention)."""
+set predictions (predicted vs true objects, per-slot attention).
+
+Each model kind's picture (named in :mod:`slotlab.kinds`) has one signature:
+``draw(model, dataset, path, num_images=8, seed=0, sampling=None) -> Path`` (``sampling``: how a diffusion
+decoder samples; the others ignore it)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,13 +19,36 @@ from torch import Tensor
 
 from slotlab.data.formats.clevr import COLOR_RGB, COLORS, MATERIALS, SHAPES, SIZES
 from slotlab.data.transforms import to_uint8
+from slotlab.models import Sampling, mask_labels
 
 # Distinct colours for segmentation label maps (label i -> PALETTE[i % len]).
 PALETTE = np.array(
-    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255],
-     [170, 110, 40], [255, 250, 200], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128],
-     [128, 128, 128], [255, 255, 255], [100, 100, 255], [255, 100, 100]],
+    [
+        [0, 0, 0],
+        [230, 25, 75],
+        [60, 180, 75],
+        [255, 225, 25],
+        [0, 130, 200],
+        [245, 130, 48],
+        [145, 30, 180],
+        [70, 240, 240],
+        [240, 50, 230],
+        [210, 245, 60],
+        [250, 190, 212],
+        [0, 128, 128],
+        [220, 190, 255],
+        [170, 110, 40],
+        [255, 250, 200],
+        [128, 0, 0],
+        [170, 255, 195],
+        [128, 128, 0],
+        [255, 215, 180],
+        [0, 0, 128],
+        [128, 128, 128],
+        [255, 255, 255],
+        [100, 100, 255],
+        [255, 100, 100],
+    ],
     dtype=np.uint8,
 )
 
@@ -44,7 +72,7 @@ def slot_grid(
     images, reconstruction [B, 3, H, W] in [-1, 1]; masks [B, K, 1, H, W]; rgb [B, K, 3, H, W].
     """
     images, reconstruction, masks, rgb = (t.detach().float().cpu() for t in (images, reconstruction, masks, rgb))
-    b, k = masks.shape[:2]
+    _b, k = masks.shape[:2]
     pred = masks[:, :, 0].argmax(1)
     alpha_rgb = (masks * 255).round().to(torch.uint8).expand(-1, -1, 3, -1, -1)
     contents = to_uint8(rgb * masks + (1 - masks))  # white where the slot is absent
@@ -67,35 +95,36 @@ def column_sheet(columns: list[tuple[str, Tensor]], scale: int = 3) -> Image.Ima
         x = pad + c * (w + pad)
         draw.text((x + 2, 1), title, fill=(0, 0, 0))
         for r in range(b):
-            tile = Image.fromarray(col[r].permute(1, 2, 0).numpy()).resize((w, h), Image.NEAREST)
+            tile = Image.fromarray(col[r].permute(1, 2, 0).numpy()).resize((w, h), Image.Resampling.NEAREST)
             sheet.paste(tile, (x, header + pad + r * (h + pad)))
     return sheet
 
 
 @torch.no_grad()
-def draw_lsd_grid(model, autoencoder, dataset, path: str | Path, num_images: int = 8, seed: int = 0, steps: int = 25,
-                  sampler: str = "dpm", guidance: float = 1.0) -> Path:
-    """Latent Slot Diffusion, one row per image: input | the autoencoder's reconstruction (the ceiling) |
+def draw_lsd_grid(
+    model, dataset, path: str | Path, num_images: int = 8, seed: int = 0, sampling: Sampling | None = None
+) -> Path:
+    """Latent Slot Diffusion, one row per image: input | the image autoencoder's reconstruction (the ceiling) |
     decoded from the slots by reverse diffusion | segmentation from the attention | [ground truth] |
     each slot's attention map."""
-    from slotlab.evaluation import attention_labels
-
+    sampling = sampling or Sampling()
     model.eval()
     device = next(model.parameters()).device
     batch = dataset[torch.arange(min(num_images, len(dataset)))]
     images = batch["image"].to(device)
     g = torch.Generator(device=device).manual_seed(seed)
     enc = model.encode(images, generator=g)
-    latents = model.generate(enc.slots, steps=steps, sampler=sampler, guidance=guidance, generator=g)
-    decoded = autoencoder.decode(latents.float(), clamp=True)
+    decoded = model.render(enc.slots, sampling, generator=g)
+    autoencoder = model.image_autoencoder
     ceiling = autoencoder.decode(autoencoder.encode(images, sample=False), clamp=True)
     size = images.shape[-1]
-    attn = enc.attn[:, -1].transpose(1, 2)  # [B, K, N]
-    side = model.feature_size
-    maps = F.interpolate(attn.reshape(*attn.shape[:2], side, side).float(), size=(size, size), mode="bilinear")
-    columns = [("input", to_uint8(images.cpu())), ("autoencoder", to_uint8(ceiling.cpu())),
-               (f"from slots ({steps} steps)", to_uint8(decoded.cpu())),
-               ("segment", colourise(attention_labels(enc.attn[:, -1], size).cpu()))]
+    maps = model.slot_masks(enc, size, "attention")
+    columns = [
+        ("input", to_uint8(images.cpu())),
+        ("autoencoder", to_uint8(ceiling.cpu())),
+        (f"from slots ({sampling.steps} steps)", to_uint8(decoded.cpu())),
+        ("segment", colourise(mask_labels(maps).cpu())),
+    ]
     if "labels" in batch:
         columns.append(("truth", colourise(batch["labels"])))
     grey = (maps.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
@@ -111,7 +140,9 @@ def save_png(image: Image.Image, path: str | Path) -> Path:
 
 
 @torch.no_grad()
-def draw_model_grid(model, dataset, path: str | Path, num_images: int = 8, seed: int = 0) -> Path:
+def draw_model_grid(
+    model, dataset, path: str | Path, num_images: int = 8, seed: int = 0, sampling: Sampling | None = None
+) -> Path:
     """Run ``model`` on the first ``num_images`` of ``dataset`` and save :func:`slot_grid` as a PNG."""
     model.eval()
     device = next(model.parameters()).device
@@ -136,7 +167,8 @@ def describe_objects(vectors: Tensor) -> list[tuple[str, str, str]]:
 
 
 def _slot_colour(k: int) -> tuple[int, int, int]:
-    return tuple(int(c) for c in PALETTE[k % len(PALETTE)])
+    r, g, b = (int(c) for c in PALETTE[k % len(PALETTE)])
+    return r, g, b
 
 
 def _contrast(rgb) -> tuple[int, int, int]:
@@ -175,7 +207,7 @@ def set_prediction_grid(
     res = images.shape[-1]
     side = math.isqrt(attn.shape[2])  # square feature grid, N = side * side
     last = attn[:, -1].detach().float().cpu()  # [B, N, K], softmax over slots
-    h = w = res * scale
+    h = w = int(res * scale)
 
     # Attention maps at the image size, and each slot's attention-weighted mean feature-cell centre (in pixels).
     maps = last.transpose(1, 2).reshape(b, k, side, side)
@@ -191,9 +223,11 @@ def set_prediction_grid(
 
     # Text panel: rows of (slot or None, id, confidence, CLEVR colour, description, xyz).
     font = ImageFont.load_default()
-    lines = []
+    lines: list[list[tuple[Any, str, str, Any, str, str]]] = []
     for r in range(b):
-        row = [(None, f"slots with confidence >= {threshold:.2f}", "", None, "", "")]
+        row: list[tuple[Any, str, str, Any, str, str]] = [
+            (None, f"slots with confidence >= {threshold:.2f}", "", None, "", "")
+        ]
         if not shown[r]:
             row.append((None, "(none)", "", None, "", ""))
         objects = describe_objects(predictions[r, shown[r]])
@@ -210,8 +244,8 @@ def set_prediction_grid(
     swatch = line_h - 4
     gap, pad, header, frame = 8, 4, 14, 3
 
-    def width(text: str) -> int:
-        return int(np.ceil(measure.textlength(text, font=font)))
+    def width(text: str | None) -> int:
+        return int(np.ceil(measure.textlength(text or "", font=font)))
 
     table = [line for row in lines for line in row if line[3] is not None]
     col = [max([width(line[j]) for line in table] + [0]) for j in (1, 2, 4, 5)]
@@ -226,7 +260,7 @@ def set_prediction_grid(
 
     columns = [f"input, slots >= {threshold:.2f}", "set prediction"] + [f"attention {i}" for i in range(k)]
     x_cols = [gap, 2 * gap + w] + [3 * gap + w + panel_w + i * (w + gap) for i in range(k)]
-    sheet = Image.new("RGB", (x_cols[-1] + w + gap, header + b * (row_h + gap) + gap), (255, 255, 255))
+    sheet = Image.new("RGB", (int(x_cols[-1] + w + gap), int(header + b * (row_h + gap) + gap)), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for x, title in zip(x_cols, columns):
         draw.text((x + 2, 1), title, fill=(0, 0, 0), font=font)
@@ -234,7 +268,7 @@ def set_prediction_grid(
     radius = max(4, w // 40)
     for r in range(b):
         top = header + gap + r * (row_h + gap)
-        tile = Image.fromarray(to_uint8(images[r]).permute(1, 2, 0).numpy()).resize((w, h), Image.NEAREST)
+        tile = Image.fromarray(to_uint8(images[r]).permute(1, 2, 0).numpy()).resize((w, h), Image.Resampling.NEAREST)
         tile_draw = ImageDraw.Draw(tile)
         for i in reversed(shown[r]):  # most confident drawn last, on top; numbers over every circle
             cx, cy = centroids[r, i].tolist()
@@ -244,7 +278,7 @@ def set_prediction_grid(
         for i in reversed(shown[r]):
             cx, cy = centroids[r, i].tolist()
             _label(tile_draw, (cx + radius - 1, cy - radius - line_h + 2), str(i), _slot_colour(i), font, (w, h))
-        sheet.paste(tile, (x_cols[0], top))
+        sheet.paste(tile, (int(x_cols[0]), int(top)))
 
         x0 = x_cols[1]
         draw.rectangle((x0, top, x0 + panel_w - 1, top + row_h - 1), outline=(200, 200, 200))
@@ -254,25 +288,35 @@ def set_prediction_grid(
                 draw.text((x0 + pad, y), name, fill=(90, 90, 90), font=font)
                 continue
             if slot is not None:
-                draw.rectangle((x0 + pad, y + 1, x0 + pad + swatch - 1, y + swatch), fill=_slot_colour(slot),
-                               outline=(0, 0, 0))
-            draw.rectangle((x0 + x_swatch, y + 1, x0 + x_swatch + swatch - 1, y + swatch),
-                           fill=COLOR_RGB[clevr_colour], outline=(0, 0, 0))
+                draw.rectangle(
+                    (x0 + pad, y + 1, x0 + pad + swatch - 1, y + swatch), fill=_slot_colour(slot), outline=(0, 0, 0)
+                )
+            draw.rectangle(
+                (x0 + x_swatch, y + 1, x0 + x_swatch + swatch - 1, y + swatch),
+                fill=COLOR_RGB[clevr_colour],
+                outline=(0, 0, 0),
+            )
             for x, text in ((x_id, name), (x_conf, conf), (x_desc, desc), (x_xyz, xyz)):
                 draw.text((x0 + x, y), text, fill=(0, 0, 0), font=font)
 
         for i in range(k):
             x, colour = x_cols[2 + i], _slot_colour(i)
             draw.rectangle((x - frame, top - frame, x + w + frame - 1, top + h + frame - 1), fill=colour)
-            tile = Image.fromarray(maps[r, i].numpy()).resize((w, h), Image.NEAREST).convert("RGB")
+            tile = Image.fromarray(maps[r, i].numpy()).resize((w, h), Image.Resampling.NEAREST).convert("RGB")
             _label(ImageDraw.Draw(tile), (0, 0), f"{i}: {confidence[r, i]:.2f}", colour, font)
-            sheet.paste(tile, (x, top))
+            sheet.paste(tile, (int(x), int(top)))
     return sheet
 
 
 @torch.no_grad()
 def draw_set_prediction_grid(
-    model, dataset, path: str | Path, num_images: int = 8, seed: int = 0, threshold: float = 0.5
+    model,
+    dataset,
+    path: str | Path,
+    num_images: int = 8,
+    seed: int = 0,
+    threshold: float = 0.5,
+    sampling: Sampling | None = None,
 ) -> Path:
     """Run a :class:`~slotlab.models.set_prediction.SlotSetPredictor` on the first ``num_images`` of ``dataset``
     and save :func:`set_prediction_grid` (with the true objects when the dataset has ``targets``) as a PNG."""

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from slotlab.config import load_config
-from slotlab.training.run import train
+from slotlab.experiment import train
 
 
 class RecordBatches(Callback):

@@ -1,5 +1,6 @@
 """Visual concept library: K-means clusters of slots (see :mod:`slotlab.concepts.library`)."""
 
+from slotlab.concepts.compose import compose
 from slotlab.concepts.library import (
     BACKENDS,
     ConceptLibrary,
@@ -9,7 +10,18 @@ from slotlab.concepts.library import (
     collect_slots,
     concept_sheet,
     kmeans,
+    library_dataset,
 )
 
-__all__ = ["BACKENDS", "ConceptLibrary", "KMeansResult", "SlotCollection", "build_library", "collect_slots",
-           "concept_sheet", "kmeans"]
+__all__ = [
+    "BACKENDS",
+    "ConceptLibrary",
+    "KMeansResult",
+    "SlotCollection",
+    "build_library",
+    "collect_slots",
+    "compose",
+    "concept_sheet",
+    "kmeans",
+    "library_dataset",
+]

@@ -27,8 +27,9 @@ from tqdm.auto import tqdm
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
 from slotlab.data.transforms import to_uint8
-from slotlab.editing import encode_slots, model_kind
+from slotlab.editing import encode_slots, slot_model
 from slotlab.errors import ConfigError, DataError
+from slotlab.kinds import kind_of
 
 BACKENDS = ("torch", "sklearn", "sklearn-minibatch")
 FORMAT = "slotlab-concepts"
@@ -55,8 +56,16 @@ class SlotCollection:
 
 
 @torch.no_grad()
-def collect_slots(model, dataset: SceneDataset, batch_size: int = 64, seed: int = 0, max_images: int | None = None,
-                  progress: bool = True, mask_size: int = 32, mask_source: str = "auto") -> SlotCollection:
+def collect_slots(
+    model,
+    dataset: SceneDataset,
+    batch_size: int = 64,
+    seed: int = 0,
+    max_images: int | None = None,
+    progress: bool = True,
+    mask_size: int = 32,
+    mask_source: str = "auto",
+) -> SlotCollection:
     """Encode the first ``max_images`` images of ``dataset`` (default all) and gather every slot.
 
     Works with Latent Slot Diffusion (masks: last-iteration attention, upsampled bilinearly) and the Slot
@@ -64,8 +73,8 @@ def collect_slots(model, dataset: SceneDataset, batch_size: int = 64, seed: int 
     see :func:`slotlab.editing.encode_slots`. Slot initialisation noise comes from a generator seeded with
     ``seed``, so the collection repeats exactly.
     """
-    model_kind(model)
-    r = model.config.resolution
+    model = slot_model(model)
+    r = model.resolution
     if dataset.resolution != r:
         raise DataError(f"the images are {dataset.resolution}x{dataset.resolution}; the model takes {r}x{r}")
     model.eval()
@@ -146,7 +155,7 @@ def _kmeans_torch(x: Tensor, k: int, iters: int, seed: int, init: Tensor | None,
     c = kmeans_plus_plus(x, k, g) if init is None else init.to(x.device, torch.float32) - mean
     prev = None
     it = 0
-    for it in range(1, iters + 1):
+    for it in range(1, iters + 1):  # noqa: B007  (the count is returned)
         labels, d2 = _assign(x, x2, c, chunk)
         if prev is not None and torch.equal(labels, prev):
             break
@@ -169,8 +178,9 @@ def _kmeans_sklearn(x: Tensor, k: int, iters: int, seed: int, init: Tensor | Non
     data = x.detach().cpu().float().numpy()
     start = "k-means++" if init is None else init.detach().cpu().float().numpy()
     if minibatch:
-        km = MiniBatchKMeans(n_clusters=k, init=start, n_init=1, max_iter=iters, random_state=seed,
-                             batch_size=min(4096, len(data)))
+        km = MiniBatchKMeans(
+            n_clusters=k, init=start, n_init=1, max_iter=iters, random_state=seed, batch_size=min(4096, len(data))
+        )
     else:
         km = KMeans(n_clusters=k, init=start, n_init=1, max_iter=iters, random_state=seed, algorithm="lloyd")
     labels = km.fit_predict(data)
@@ -180,8 +190,15 @@ def _kmeans_sklearn(x: Tensor, k: int, iters: int, seed: int, init: Tensor | Non
     return KMeansResult(c, torch.from_numpy(labels).long().to(x.device), float(d2.double().sum()), int(km.n_iter_))
 
 
-def kmeans(x: Tensor, k: int, iters: int = 50, seed: int = 0, backend: str = "torch", init: Tensor | None = None,
-           chunk_size: int = 65536) -> KMeansResult:
+def kmeans(
+    x: Tensor,
+    k: int,
+    iters: int = 50,
+    seed: int = 0,
+    backend: str = "torch",
+    init: Tensor | None = None,
+    chunk_size: int = 65536,
+) -> KMeansResult:
     """K-means of points x [S, D] into ``k`` clusters: centroids [k, D], labels [S], inertia.
 
     backend "torch": Lloyd iterations on x's device from greedy k-means++ seeds (or ``init`` [k, D]), distances
@@ -230,17 +247,43 @@ class ConceptLibrary:
         self.offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
 
     @classmethod
-    def build(cls, collection: SlotCollection, k: int, backend: str = "torch", seed: int = 0, iters: int = 50,
-              metadata: dict | None = None) -> ConceptLibrary:
+    def build(
+        cls,
+        collection: SlotCollection,
+        k: int,
+        backend: str = "torch",
+        seed: int = 0,
+        iters: int = 50,
+        metadata: dict | None = None,
+    ) -> ConceptLibrary:
         """K-means of the collection's slots into ``k`` concepts."""
         result = kmeans(collection.slots, k, iters, seed, backend)
         distances = (collection.slots - result.centroids[result.labels]).square().sum(1)
-        meta = {"k": k, "backend": backend, "seed": seed, "iterations": result.iterations, "max_iterations": iters,
-                "inertia": result.inertia, "num_slots": len(collection), "num_images": collection.num_images,
-                "mask_source": collection.mask_source, "mask_size": int(collection.masks.shape[-1]),
-                "slot_dim": int(collection.slots.shape[1]), **(metadata or {})}
-        return cls(result.centroids.cpu(), result.labels.cpu(), distances.cpu(), collection.slots,
-                   collection.image_index, collection.slot_index, collection.masks, collection.area, meta)
+        meta = {
+            "k": k,
+            "backend": backend,
+            "seed": seed,
+            "iterations": result.iterations,
+            "max_iterations": iters,
+            "inertia": result.inertia,
+            "num_slots": len(collection),
+            "num_images": collection.num_images,
+            "mask_source": collection.mask_source,
+            "mask_size": int(collection.masks.shape[-1]),
+            "slot_dim": int(collection.slots.shape[1]),
+            **(metadata or {}),
+        }
+        return cls(
+            result.centroids.cpu(),
+            result.labels.cpu(),
+            distances.cpu(),
+            collection.slots,
+            collection.image_index,
+            collection.slot_index,
+            collection.masks,
+            collection.area,
+            meta,
+        )
 
     @property
     def num_concepts(self) -> int:
@@ -255,8 +298,9 @@ class ConceptLibrary:
         """``concept`` if it is a concept id (and, if ``nonempty``, has members), else a DataError."""
         c = int(concept)
         if not 0 <= c < self.num_concepts:
-            raise DataError(f"concept {c} does not exist: the library has {self.num_concepts} (0 to "
-                            f"{self.num_concepts - 1})")
+            raise DataError(
+                f"concept {c} does not exist: the library has {self.num_concepts} (0 to {self.num_concepts - 1})"
+            )
         if nonempty and self.sizes[c] == 0:
             raise DataError(f"concept {c} has no members")
         return c
@@ -270,6 +314,13 @@ class ConceptLibrary:
         """The (up to) ``n`` slot rows nearest the centroid of ``concept`` (all if None). [min(n, size)]"""
         return self.members(concept)[:n]
 
+    def row_of(self, image: int, slot: int) -> int:
+        """The library row of the slot ``slot`` of image ``image``."""
+        rows = ((self.image_index == image) & (self.slot_index == slot)).nonzero()
+        if not len(rows):
+            raise DataError(f"the library holds no slot {slot} of image {image}")
+        return int(rows[0, 0])
+
     def nearest_concepts(self, slots: Tensor) -> Tensor:
         """Slots [..., D] -> [...] int64: the non-empty concept whose centroid is nearest to each slot."""
         flat = slots.reshape(-1, slots.shape[-1]).float().cpu()
@@ -277,7 +328,9 @@ class ConceptLibrary:
         labels, _ = _assign(flat, flat.square().sum(1), self.centroids[nonempty].float(), chunk=65536)
         return nonempty[labels].reshape(slots.shape[:-1])
 
-    def draw_members(self, concepts: Tensor, generator: torch.Generator | None = None, top: int | None = None) -> Tensor:
+    def draw_members(
+        self, concepts: Tensor, generator: torch.Generator | None = None, top: int | None = None
+    ) -> Tensor:
         """Concept ids [...] -> [...] slot rows, one member of each drawn uniformly (among its ``top`` nearest to
         the centroid when given), all at once."""
         flat = concepts.reshape(-1).long()
@@ -290,9 +343,16 @@ class ConceptLibrary:
         return self.order[self.offsets[flat] + pick].reshape(concepts.shape)
 
     def tensors(self) -> dict[str, Tensor]:
-        return {"centroids": self.centroids, "labels": self.labels, "distances": self.distances, "slots": self.slots,
-                "image_index": self.image_index, "slot_index": self.slot_index, "masks": self.masks,
-                "area": self.area}
+        return {
+            "centroids": self.centroids,
+            "labels": self.labels,
+            "distances": self.distances,
+            "slots": self.slots,
+            "image_index": self.image_index,
+            "slot_index": self.slot_index,
+            "masks": self.masks,
+            "area": self.area,
+        }
 
     def save(self, path: str | Path) -> Path:
         """One ``.safetensors`` file: the tensors, and the metadata as JSON in the file's header."""
@@ -301,8 +361,11 @@ class ConceptLibrary:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}
-        save_file(tensors, str(path), metadata={"format": FORMAT, "version": str(FORMAT_VERSION),
-                                                "metadata": json.dumps(self.metadata)})
+        save_file(
+            tensors,
+            str(path),
+            metadata={"format": FORMAT, "version": str(FORMAT_VERSION), "metadata": json.dumps(self.metadata)},
+        )
         return path
 
     @classmethod
@@ -317,12 +380,13 @@ class ConceptLibrary:
                 header = f.metadata() or {}
                 if header.get("format") != FORMAT:
                     raise DataError(f"{path}: not a slotlab concept library (build one with `slotlab concepts build`)")
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (a safetensors file, not a dict)
         except DataError:
             raise
         except Exception as e:  # safetensors raises its own error type for files that are not safetensors
-            raise DataError(f"{path}: not a readable .safetensors concept library ({' '.join(str(e).split())[:200]})"
-                            ) from None
+            raise DataError(
+                f"{path}: not a readable .safetensors concept library ({' '.join(str(e).split())[:200]})"
+            ) from None
         if int(header.get("version", 0)) > FORMAT_VERSION:
             raise DataError(f"{path}: concept library format {header['version']} is newer than this slotlab's")
         missing = set(cls.__dataclass_fields__) - {"metadata", "order", "offsets"} - set(tensors)
@@ -331,12 +395,36 @@ class ConceptLibrary:
         return cls(**tensors, metadata=json.loads(header.get("metadata", "{}")))
 
 
-def build_library(model, dataset: SceneDataset, k: int, backend: str = "torch", seed: int = 0, iters: int = 50,
-                  batch_size: int = 64, max_images: int | None = None, mask_size: int = 32, progress: bool = True,
-                  metadata: dict | None = None) -> ConceptLibrary:
+def library_dataset(library: ConceptLibrary, data: str | Path | None = None) -> SceneDataset:
+    """The images a library was built from: as recorded in its metadata, or ``data`` (a store or .npz)."""
+    from slotlab.data.config import DataConfig
+    from slotlab.data.registry import open_dataset
+    from slotlab.fields import build
+
+    meta = library.metadata
+    config = build(DataConfig, meta["data_config"], "the library's data_config") if meta.get("data_config") else None
+    data = data or meta.get("data")
+    if data is None and config is None:
+        raise DataError("the library does not record its data; pass --data")
+    return open_dataset(config, data, int(meta["resolution"]), meta.get("split") or "val")
+
+
+def build_library(
+    model,
+    dataset: SceneDataset,
+    k: int,
+    backend: str = "torch",
+    seed: int = 0,
+    iters: int = 50,
+    batch_size: int = 64,
+    max_images: int | None = None,
+    mask_size: int = 32,
+    progress: bool = True,
+    metadata: dict | None = None,
+) -> ConceptLibrary:
     """:func:`collect_slots` then :meth:`ConceptLibrary.build`."""
     collection = collect_slots(model, dataset, batch_size, seed, max_images, progress, mask_size)
-    meta = {"model_type": model_kind(model), "resolution": int(model.config.resolution), **(metadata or {})}
+    meta = {"model_type": kind_of(model).name, "resolution": int(model.resolution), **(metadata or {})}
     return ConceptLibrary.build(collection, k, backend, seed, iters, meta)
 
 
@@ -361,12 +449,19 @@ def check_dataset(library: ConceptLibrary, dataset: SceneDataset) -> None:
         raise DataError(f"the library's slots come from {need} images but this data has {len(dataset)}")
     res = library.metadata.get("resolution")
     if res is not None and dataset.resolution != res:
-        raise DataError(f"the library was built on {res}x{res} images, this data is "
-                        f"{dataset.resolution}x{dataset.resolution}")
+        raise DataError(
+            f"the library was built on {res}x{res} images, this data is {dataset.resolution}x{dataset.resolution}"
+        )
 
 
-def concept_sheet(library: ConceptLibrary, dataset: SceneDataset, path: str | Path,
-                  concepts: list[int] | None = None, per_concept: int = 8, tile_size: int | None = 64) -> Path:
+def concept_sheet(
+    library: ConceptLibrary,
+    dataset: SceneDataset,
+    path: str | Path,
+    concepts: list[int] | None = None,
+    per_concept: int = 8,
+    tile_size: int | None = 64,
+) -> Path:
     """A PNG with one row per concept (default: all): its id and size, then the masked image regions of its
     ``per_concept`` nearest members (image * mask on grey), nearest first. Tiles are resized to ``tile_size``
     (None: the image resolution)."""
@@ -378,8 +473,9 @@ def concept_sheet(library: ConceptLibrary, dataset: SceneDataset, path: str | Pa
     check_dataset(library, dataset)
     side = tile_size or dataset.resolution
     pad, label_w = 2, 76
-    sheet = Image.new("RGB", (label_w + per_concept * (side + pad) + pad, len(concepts) * (side + pad) + pad),
-                      (255, 255, 255))
+    sheet = Image.new(
+        "RGB", (label_w + per_concept * (side + pad) + pad, len(concepts) * (side + pad) + pad), (255, 255, 255)
+    )
     draw = ImageDraw.Draw(sheet)
     sizes = library.sizes
     for row, c in enumerate(concepts):
@@ -389,6 +485,8 @@ def concept_sheet(library: ConceptLibrary, dataset: SceneDataset, path: str | Pa
         for j, tile in enumerate(tiles):
             im = Image.fromarray(tile.permute(1, 2, 0).numpy())
             if im.size != (side, side):
-                im = im.resize((side, side), Image.NEAREST if side > im.size[0] else Image.BILINEAR)
+                im = im.resize(
+                    (side, side), Image.Resampling.NEAREST if side > im.size[0] else Image.Resampling.BILINEAR
+                )
             sheet.paste(im, (label_w + j * (side + pad), y))
     return save_png(sheet, path)

@@ -26,7 +26,9 @@ from slotlab.data.transforms import masks_to_labels, prepare_images, prepare_lab
 _IMAGE_KEYS = {"image", "mask", "labels"}
 
 
-def _stack_images(images: list[np.ndarray], crop: list[int] | None, resolution: int, antialias: bool = False) -> np.ndarray:
+def _stack_images(
+    images: list[np.ndarray], crop: list[int] | None, resolution: int, antialias: bool = False
+) -> np.ndarray:
     out = np.empty((len(images), 3, resolution, resolution), np.uint8)
     shapes = np.array([a.shape for a in images])
     for shape in np.unique(shapes, axis=0):  # images of one size are resized together
@@ -40,13 +42,16 @@ def _stack_images(images: list[np.ndarray], crop: list[int] | None, resolution: 
     return out
 
 
-def examples_to_items(examples: list[dict], crop: list[int] | None, resolution: int,
-                      antialias: bool = False) -> dict[str, np.ndarray]:
+def examples_to_items(
+    examples: list[dict], crop: list[int] | None, resolution: int, antialias: bool = False
+) -> dict[str, np.ndarray]:
     """A list of reader examples -> arrays of stored fields with a leading item axis."""
     first = examples[0]
     items = {"image": _stack_images([e["image"] for e in examples], crop, resolution, antialias)}
     if "mask" in first or "labels" in first:
-        labels = [masks_to_labels(e["mask"][None]) if "mask" in e else torch.as_tensor(e["labels"])[None] for e in examples]
+        labels = [
+            masks_to_labels(e["mask"][None]) if "mask" in e else torch.as_tensor(e["labels"])[None] for e in examples
+        ]
         items["labels"] = np.concatenate([prepare_labels(y, crop, resolution).numpy() for y in labels])
     for key, value in first.items():
         if key in _IMAGE_KEYS or key == "source_index" or not isinstance(value, np.ndarray | np.number | int | float):
@@ -60,9 +65,19 @@ def examples_to_items(examples: list[dict], crop: list[int] | None, resolution: 
     return items
 
 
-def convert_examples(examples: Iterable[dict | None], dst: str | Path, attrs: dict, crop: list[int] | None,
-                     resolution: int, start: int = 0, total: int | None = None, limit: int | None = None,
-                     chunk: int = 256, progress: bool = True, antialias: bool = False) -> Store:
+def convert_examples(
+    examples: Iterable[dict | None],
+    dst: str | Path,
+    attrs: dict,
+    crop: list[int] | None,
+    resolution: int,
+    start: int = 0,
+    total: int | None = None,
+    limit: int | None = None,
+    chunk: int = 256,
+    progress: bool = True,
+    antialias: bool = False,
+) -> Store:
     """Write ``examples`` (the source from record ``start`` on) into the store at ``dst``."""
     writer = StoreWriter(dst, attrs)  # opened twice when resuming: once to learn `start`, once here (cheap)
     consumed = writer.consumed
@@ -70,8 +85,14 @@ def convert_examples(examples: Iterable[dict | None], dst: str | Path, attrs: di
         raise ValueError(f"the source starts at record {start} but the store has consumed {consumed}")
     pending: list[dict] = []
     indices: list[int] = []
-    bar = tqdm(total=limit or total, initial=consumed, unit="rec", desc=f"convert {attrs.get('dataset', '')}",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=limit or total,
+        initial=consumed,
+        unit="rec",
+        desc=f"convert {attrs.get('dataset', '')}",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     with bar:
         for example in examples:
             if limit is not None and consumed >= limit:
@@ -86,15 +107,25 @@ def convert_examples(examples: Iterable[dict | None], dst: str | Path, attrs: di
                 writer.append(items | {"source_index": np.array(indices, np.int64)}, consumed)
                 pending, indices = [], []
         if pending:
-            writer.append(examples_to_items(pending, crop, resolution, antialias) | {"source_index": np.array(indices, np.int64)},
-                          consumed)
+            writer.append(
+                examples_to_items(pending, crop, resolution, antialias) | {"source_index": np.array(indices, np.int64)},
+                consumed,
+            )
         elif consumed != writer.consumed:
             writer.skip(consumed)
     return writer.finish()
 
 
-def convert_dataset(name: str, src: str | Path, dst: str | Path, split: str = "train", resolution: int | None = None,
-                    limit: int | None = None, chunk: int = 256, progress: bool = True) -> Store:
+def convert_dataset(
+    name: str,
+    src: str | Path,
+    dst: str | Path,
+    split: str = "train",
+    resolution: int | None = None,
+    limit: int | None = None,
+    chunk: int = 256,
+    progress: bool = True,
+) -> Store:
     """Convert a downloaded dataset (``src``: its file or folder) to a store at ``dst`` with the papers' crop.
 
     ``resolution`` defaults to the papers' model resolution for the dataset; ``limit`` stops after that many
@@ -112,19 +143,43 @@ def convert_dataset(name: str, src: str | Path, dst: str | Path, split: str = "t
     if not src.exists():
         raise DataError(f"source not found: {src}")
     resolution = resolution or info.resolution
-    attrs = {"dataset": name, "split": split, "source": str(src.resolve()), "resolution": resolution, "crop": info.crop,
-             "limit": limit, "antialias": info.antialias}
+    attrs = {
+        "dataset": name,
+        "split": split,
+        "source": str(src.resolve()),
+        "resolution": resolution,
+        "crop": info.crop,
+        "limit": limit,
+        "antialias": info.antialias,
+    }
     writer = StoreWriter(dst, attrs)
     if writer.complete:
         return Store(dst)
     total = info.num_records if split == "train" else None
-    return convert_examples(info.read(src, split, writer.consumed), dst, attrs, info.crop, resolution,
-                            start=writer.consumed, total=total, limit=limit, chunk=chunk, progress=progress,
-                            antialias=info.antialias)
+    return convert_examples(
+        info.read(src, split, writer.consumed),
+        dst,
+        attrs,
+        info.crop,
+        resolution,
+        start=writer.consumed,
+        total=total,
+        limit=limit,
+        chunk=chunk,
+        progress=progress,
+        antialias=info.antialias,
+    )
 
 
-def write_procedural_store(name: str, dst: str | Path, n: int, seed: int = 0, resolution: int | None = None,
-                           chunk: int = 500, progress: bool = True) -> Store:
+def write_procedural_store(
+    name: str,
+    dst: str | Path,
+    n: int,
+    seed: int = 0,
+    resolution: int | None = None,
+    chunk: int = 500,
+    progress: bool = True,
+) -> Store:
     """Generate ``n`` scenes of a dataset's procedural twin straight into a store (crop and resolution as the
     papers'), ``chunk`` scenes at a time from seeds ``seed + i`` so memory stays bounded; resumable like
     :func:`convert_dataset`. Train on it with ``data.path=DST``."""
@@ -135,8 +190,14 @@ def write_procedural_store(name: str, dst: str | Path, n: int, seed: int = 0, re
     if info.generate is None:
         raise DataError(f"dataset {name!r} has no procedural twin")
     resolution = resolution or info.resolution
-    attrs = {"dataset": name, "split": "procedural", "source": f"procedural seed {seed} chunk {chunk}",
-             "resolution": resolution, "crop": info.crop, "num": n}
+    attrs = {
+        "dataset": name,
+        "split": "procedural",
+        "source": f"procedural seed {seed} chunk {chunk}",
+        "resolution": resolution,
+        "crop": info.crop,
+        "num": n,
+    }
     writer = StoreWriter(dst, attrs)
     if writer.complete:
         return Store(dst)
@@ -148,5 +209,15 @@ def write_procedural_store(name: str, dst: str | Path, n: int, seed: int = 0, re
             for j in range(len(d["image"])):
                 yield {k: d[k][j] for k in keys}
 
-    return convert_examples(examples(), dst, attrs, info.crop, resolution, start=writer.consumed, total=n, limit=n,
-                            chunk=chunk, progress=progress)
+    return convert_examples(
+        examples(),
+        dst,
+        attrs,
+        info.crop,
+        resolution,
+        start=writer.consumed,
+        total=n,
+        limit=n,
+        chunk=chunk,
+        progress=progress,
+    )

@@ -44,8 +44,11 @@ class SceneDataset(Dataset):
 
     def subset(self, index: slice) -> SceneDataset:
         """A view of some scenes (a slice: memory maps stay memory maps)."""
-        return SceneDataset(self.images[index], None if self.labels is None else self.labels[index],
-                            **{k: v[index] for k, v in self.extra.items()})
+        return SceneDataset(
+            self.images[index],
+            None if self.labels is None else self.labels[index],
+            **{k: v[index] for k, v in self.extra.items()},
+        )
 
     def __getitem__(self, index) -> dict[str, Tensor]:
         batch = {"image": to_model_range(_gather(self.images, index))}
@@ -72,10 +75,13 @@ class ShuffledBatchSampler(Sampler[Tensor]):
     trained on already and are skipped, so a resumed run sees the batches the uninterrupted run would have.
     """
 
-    def __init__(self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
-                 start_step: int = 0):
+    def __init__(
+        self, num_items: int, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, start_step: int = 0
+    ):
         if num_items < batch_size * world_size:
-            raise DataError(f"{num_items} training items are fewer than one batch of {batch_size} x {world_size} devices")
+            raise DataError(
+                f"{num_items} training items are fewer than one batch of {batch_size} x {world_size} devices"
+            )
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size, self.epoch, self.start_step = rank, world_size, 0, start_step
 
@@ -90,7 +96,7 @@ class ShuffledBatchSampler(Sampler[Tensor]):
         perm = torch.randperm(self.num_items, generator=g)
         n = len(self) * self.batch_size * self.world_size
         batches = perm[:n].view(-1, self.world_size, self.batch_size)[:, self.rank]
-        yield from batches[max(0, self.start_step - self.epoch * len(self)):]
+        yield from batches[max(0, self.start_step - self.epoch * len(self)) :]
 
 
 class SequentialBatchSampler(Sampler[Tensor]):

@@ -8,39 +8,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import urllib.error
-import urllib.request
 import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
-from tqdm.auto import tqdm
-
 from slotlab.errors import DataError
+from slotlab.io import fetch
 
 
 def _mirrored(url: str, mirror: str | None) -> str:
     return url if not mirror else f"{mirror.rstrip('/')}/{urlparse(url).path.lstrip('/')}"
-
-
-def fetch(url: str, dest: Path, progress: bool = True) -> Path:
-    """Download ``url`` to ``dest`` (through ``dest.part``, renamed when complete); an existing ``dest`` is kept."""
-    if dest.is_file():
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r, open(part, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
-                while chunk := r.read(1 << 20):
-                    f.write(chunk)
-                    bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise DataError(f"cannot download {url} ({reason}); fetch it yourself and put it at {dest}") from None
-    part.replace(dest)
-    return dest
 
 
 def _movi(base: str, name: str, root: Path, splits: tuple[str, ...], progress: bool) -> list[Path]:
@@ -60,8 +37,9 @@ def _movi(base: str, name: str, root: Path, splits: tuple[str, ...], progress: b
     return paths
 
 
-def download(name: str, root: str | Path, mirror: str | None = None, splits: tuple[str, ...] | None = None,
-             progress: bool = True) -> list[Path]:
+def download(
+    name: str, root: str | Path, mirror: str | None = None, splits: tuple[str, ...] | None = None, progress: bool = True
+) -> list[Path]:
     """Fetch dataset ``name`` into ``root``; returns the files (or folders) to pass to ``slotlab data convert``."""
     from slotlab.data.registry import dataset_info
 

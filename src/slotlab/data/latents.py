@@ -17,6 +17,7 @@ Caching resumes where it stopped when run again with the same arguments (:class:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,7 +26,33 @@ from tqdm.auto import tqdm
 from slotlab.data.datasets import SceneDataset
 from slotlab.data.store import Store, StoreWriter
 from slotlab.errors import DataError
-from slotlab.models.image_autoencoder import ImageAutoencoder
+
+
+class ImageAutoencoder(Protocol):
+    """What caching needs of an image autoencoder (:class:`slotlab.models.image_autoencoder.ImageAutoencoder`)."""
+
+    config: Any
+
+    @property
+    def scaling_factor(self) -> float: ...
+
+    @property
+    def downsample(self) -> int: ...
+
+    def encode(
+        self, images: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor: ...
+
+    def fingerprint(self) -> str: ...
+
+    def parameters(self) -> Any: ...
+
+    training: bool
+
+    def eval(self) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
 
 RESERVED = ("latents", "image", "labels")
 
@@ -35,8 +62,15 @@ def _numpy(a, index: slice) -> np.ndarray:
     return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def latent_store_attrs(autoencoder: ImageAutoencoder, dataset: SceneDataset, sample: bool = False, seed: int = 0,
-                       batch_size: int = 64, dtype: str = "float32", extra: dict | None = None) -> dict:
+def latent_store_attrs(
+    autoencoder: ImageAutoencoder,
+    dataset: SceneDataset,
+    sample: bool = False,
+    seed: int = 0,
+    batch_size: int = 64,
+    dtype: str = "float32",
+    extra: dict | None = None,
+) -> dict:
     """What identifies a latent cache: the autoencoder (config, scaling factor, weights hash), data size, sampling."""
     attrs = {
         "kind": "latents",
@@ -52,9 +86,17 @@ def latent_store_attrs(autoencoder: ImageAutoencoder, dataset: SceneDataset, sam
 
 
 @torch.no_grad()
-def cache_latents(autoencoder: ImageAutoencoder, dataset: SceneDataset, dst: str | Path, batch_size: int = 64,
-                  progress: bool = True, sample: bool = False, seed: int = 0, dtype: str = "float32",
-                  attrs: dict | None = None) -> Store:
+def cache_latents(
+    autoencoder: ImageAutoencoder,
+    dataset: SceneDataset,
+    dst: str | Path,
+    batch_size: int = 64,
+    progress: bool = True,
+    sample: bool = False,
+    seed: int = 0,
+    dtype: str = "float32",
+    attrs: dict | None = None,
+) -> Store:
     """Encode every image of ``dataset`` with ``autoencoder`` (on its device) and write the store ``dst``.
 
     ``attrs``: more entries for the store's identity (e.g. the source store's path). Returns the finished store.
@@ -74,8 +116,9 @@ def cache_latents(autoencoder: ImageAutoencoder, dataset: SceneDataset, dst: str
     was_training = autoencoder.training
     autoencoder.eval()
     n = len(dataset)
-    bar = tqdm(total=n, initial=writer.count, unit="img", desc="cache latents", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=n, initial=writer.count, unit="img", desc="cache latents", disable=not progress, dynamic_ncols=True
+    )
     with bar:
         for start in range(writer.count, n, batch_size):
             index = slice(start, min(start + batch_size, n))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slotlab.config import DataConfig
+from slotlab.data.config import DataConfig
 from slotlab.data.datasets import SceneDataset
 from slotlab.data.formats import multi_object as mo
 from slotlab.data.formats.npz import load_npz
@@ -137,6 +137,24 @@ def _clevr_masks(max_objects: int, ground: str = "grey") -> Generator:
     return generate
 
 
+def _clevrtex_generate(variant: str) -> Generator:
+    def generate(n: int, seed: int) -> dict:
+        from slotlab.data.procedural.clevrtex_scenes import generate_clevrtex_scenes
+
+        return generate_clevrtex_scenes(n, seed, variant=variant, masks=False)  # label maps: 11x smaller than masks
+
+    return generate
+
+
+def _clevrtex_twin(variant: str) -> TwinWriter:
+    def write(out: Path, n: int, seed: int) -> Path:
+        from slotlab.data.procedural.clevrtex_scenes import write_clevrtex_scenes
+
+        return write_clevrtex_scenes(out, n, seed, variant)
+
+    return write
+
+
 def _pad_entities(d: dict, entities: int) -> dict:
     """Procedural CLEVR scenes with fewer entity slots -> clevr_with_masks' 11 (padding: zeros)."""
     out = {}
@@ -181,9 +199,18 @@ _DM = "DeepMind multi-object datasets"
 def _dm(name: str, file: str, resolution: int, crop=None, keep=None, generate=None, note: str = "") -> DatasetInfo:
     spec = mo.SPECS[file]
     return DatasetInfo(
-        name, spec.image_shape[:2], spec.num_entities if name != "clevr6" else 7, f"{_DM}: {file}{note} ({spec.url})",
-        crop, resolution, _multi_object_reader(file, keep), num_records=spec.num_records, generate=generate,
-        write_twin=_multi_object_twin(file, generate) if generate else None, downloads=(spec.url,))
+        name,
+        spec.image_shape[:2],
+        spec.num_entities if name != "clevr6" else 7,
+        f"{_DM}: {file}{note} ({spec.url})",
+        crop,
+        resolution,
+        _multi_object_reader(file, keep),
+        num_records=spec.num_records,
+        generate=generate,
+        write_twin=_multi_object_twin(file, generate) if generate else None,
+        downloads=(spec.url,),
+    )
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -191,43 +218,110 @@ DATASETS: dict[str, DatasetInfo] = {
     for info in [
         _dm("tetrominoes", "tetrominoes", 32, crop=[1, 1, 32, 32], generate=_tetrominoes),
         _dm("multi_dsprites", "multi_dsprites_colored_on_grayscale", 64, generate=_dsprites("colored_on_grayscale")),
-        _dm("multi_dsprites_colored_on_colored", "multi_dsprites_colored_on_colored", 64,
-            generate=_dsprites("colored_on_colored")),
+        _dm(
+            "multi_dsprites_colored_on_colored",
+            "multi_dsprites_colored_on_colored",
+            64,
+            generate=_dsprites("colored_on_colored"),
+        ),
         _dm("multi_dsprites_binarized", "multi_dsprites_binarized", 64, generate=_dsprites("binarized")),
-        _dm("clevr6", "clevr_with_masks", 128, crop=[29, 64, 192, 192], keep=mo.clevr6_keep,
-            generate=_clevr_masks(6), note=", scenes with at most 6 objects"),
+        _dm(
+            "clevr6",
+            "clevr_with_masks",
+            128,
+            crop=[29, 64, 192, 192],
+            keep=mo.clevr6_keep,
+            generate=_clevr_masks(6),
+            note=", scenes with at most 6 objects",
+        ),
         _dm("clevr_with_masks", "clevr_with_masks", 128, crop=[29, 64, 192, 192], generate=_clevr_masks(10)),
-        DatasetInfo("clevr6_tinted", (240, 320), 7, "procedural only: the clevr6 twin's scenes with a random muted "
-                    "ground colour per scene (the ground is then something to describe, as in CLEVRTex and MOVi)",
-                    [29, 64, 192, 192], 128, generate=_clevr_masks(6, "random")),
+        DatasetInfo(
+            "clevr6_tinted",
+            (240, 320),
+            7,
+            "procedural only: the clevr6 twin's scenes with a random muted "
+            "ground colour per scene (the ground is then something to describe, as in CLEVRTex and MOVi)",
+            [29, 64, 192, 192],
+            128,
+            generate=_clevr_masks(6, "random"),
+        ),
         _dm("objects_room", "objects_room_train", 64),
         _dm("objects_room_six_objects", "objects_room_test_six_objects", 64),
         _dm("objects_room_empty_room", "objects_room_test_empty_room", 64),
         _dm("objects_room_identical_color", "objects_room_test_identical_color", 64),
-        DatasetInfo("clevr", (320, 480), 11, "CLEVR v1.0 images + scenes JSON, set-prediction targets [10, 19] "
-                    "(https://cs.stanford.edu/people/jcjohns/clevr/)", None, 128, _clevr_reader,
-                    ("train", "val", "test"), 70_000, _clevr_targets, _clevr_twin,
-                    ("https://dl.fbaipublicfiles.com/clevr/CLEVR_v1.0.zip",)),
-        *[DatasetInfo(f"clevrtex{'' if v == 'full' else '_' + v}", (240, 320), 11,
-                      f"CLEVRTex {v} (https://www.robots.ox.ac.uk/~vgg/data/clevrtex/)", [24, 64, 192, 192], 128,
-                      _clevrtex_reader(v), ("train", "val", "test"), None,
-                      manual_download=f"download clevrtex_{v} from https://www.robots.ox.ac.uk/~vgg/data/clevrtex/ "
-                      f"and unpack it so that ROOT/clevrtex_{v}/0/CLEVRTEX_{v}_000000.png exists")
-          for v in ("full", "outd", "camo")],
-        *[DatasetInfo(name, (256, 256), entities, f"Kubric MOVi-{name[-1].upper()} frames, TFDS shards "
-                      f"(gs://kubric-public/tfds/{name}/256x256/1.0.0, also 128x128)", None, 256, _movi_reader(name),
-                      ("train", "validation", "test"), None,
-                      downloads=tuple(f"https://storage.googleapis.com/kubric-public/tfds/{name}/{s}x{s}/1.0.0"
-                                      for s in (256, 128)))
-          for name, entities in (("movi_c", 11), ("movi_e", 24))],
-        DatasetInfo("ffhq", (1024, 1024), 0, "FFHQ 1024x1024 PNGs (https://github.com/NVlabs/ffhq-dataset)", None,
-                    256, _ffhq_reader, ("train", "test"),
-                    manual_download="download images1024x1024 with the FFHQ repository's download_ffhq.py "
-                    "(https://github.com/NVlabs/ffhq-dataset) and pass its parent folder", antialias=True),
-        DatasetInfo("images", (0, 0), 0, "any folder or glob of images (no masks)", None, 128, _image_reader,
-                    antialias=True),
-        DatasetInfo("npz", (0, 0), 0, "bring-your-own .npz: image uint8 [N,H,W,3], optional mask "
-                    "(the last val_size images validate)"),
+        DatasetInfo(
+            "clevr",
+            (320, 480),
+            11,
+            "CLEVR v1.0 images + scenes JSON, set-prediction targets [10, 19] "
+            "(https://cs.stanford.edu/people/jcjohns/clevr/)",
+            None,
+            128,
+            _clevr_reader,
+            ("train", "val", "test"),
+            70_000,
+            _clevr_targets,
+            _clevr_twin,
+            ("https://dl.fbaipublicfiles.com/clevr/CLEVR_v1.0.zip",),
+        ),
+        *[
+            DatasetInfo(
+                f"clevrtex{'' if v == 'full' else '_' + v}",
+                (240, 320),
+                11,
+                f"CLEVRTex {v} (https://www.robots.ox.ac.uk/~vgg/data/clevrtex/)",
+                [24, 64, 192, 192],
+                128,
+                _clevrtex_reader(v),
+                ("train", "val", "test"),
+                None,
+                generate=_clevrtex_generate(v) if v != "outd" else None,
+                write_twin=_clevrtex_twin(v) if v != "outd" else None,
+                manual_download=f"download clevrtex_{v} from https://www.robots.ox.ac.uk/~vgg/data/clevrtex/ "
+                f"and unpack it so that ROOT/clevrtex_{v}/0/CLEVRTEX_{v}_000000.png exists",
+            )
+            for v in ("full", "outd", "camo")
+        ],
+        *[
+            DatasetInfo(
+                name,
+                (256, 256),
+                entities,
+                f"Kubric MOVi-{name[-1].upper()} frames, TFDS shards "
+                f"(gs://kubric-public/tfds/{name}/256x256/1.0.0, also 128x128)",
+                None,
+                256,
+                _movi_reader(name),
+                ("train", "validation", "test"),
+                None,
+                downloads=tuple(
+                    f"https://storage.googleapis.com/kubric-public/tfds/{name}/{s}x{s}/1.0.0" for s in (256, 128)
+                ),
+            )
+            for name, entities in (("movi_c", 11), ("movi_e", 24))
+        ],
+        DatasetInfo(
+            "ffhq",
+            (1024, 1024),
+            0,
+            "FFHQ 1024x1024 PNGs (https://github.com/NVlabs/ffhq-dataset)",
+            None,
+            256,
+            _ffhq_reader,
+            ("train", "test"),
+            manual_download="download images1024x1024 with the FFHQ repository's download_ffhq.py "
+            "(https://github.com/NVlabs/ffhq-dataset) and pass its parent folder",
+            antialias=True,
+        ),
+        DatasetInfo(
+            "images", (0, 0), 0, "any folder or glob of images (no masks)", None, 128, _image_reader, antialias=True
+        ),
+        DatasetInfo(
+            "npz",
+            (0, 0),
+            0,
+            "bring-your-own .npz: image uint8 [N,H,W,3], optional mask (the last val_size images validate)",
+        ),
     ]
 }
 
@@ -238,8 +332,9 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def to_scene_dataset(images: np.ndarray, labels: np.ndarray | None, crop: list[int] | None, resolution: int,
-                     **extra) -> SceneDataset:
+def to_scene_dataset(
+    images: np.ndarray, labels: np.ndarray | None, crop: list[int] | None, resolution: int, **extra
+) -> SceneDataset:
     """Raw arrays -> model-resolution SceneDataset (crop, resize; masks with nearest neighbour)."""
     if len(images) == 0:
         raise DataError("the dataset is empty")
@@ -256,15 +351,20 @@ def store_dataset(store: Store, index: slice = slice(None)) -> SceneDataset:
 
 
 def _procedural(info: DatasetInfo, cfg: DataConfig, split: str) -> SceneDataset:
-    n, seed = {"train": (cfg.train_size, cfg.seed), "val": (cfg.val_size, cfg.seed + VAL_SEED_OFFSET),
-               "test": (cfg.val_size, cfg.seed + TEST_SEED_OFFSET)}[split]
+    n, seed = {
+        "train": (cfg.train_size, cfg.seed),
+        "val": (cfg.val_size, cfg.seed + VAL_SEED_OFFSET),
+        "test": (cfg.val_size, cfg.seed + TEST_SEED_OFFSET),
+    }[split]
+    assert info.generate is not None, info.name
     d = info.generate(n, seed)
     labels = d.get("mask", d.get("labels"))
     extra = {"targets": d["targets"]} if "targets" in d else {}
     images = np.repeat(d["image"], 3, axis=-1) if d["image"].shape[-1] == 1 else d["image"]
     crop = cfg.crop if cfg.crop is not None else info.crop  # the papers' crop unless the config sets one
-    return to_scene_dataset(images, None if labels is None else masks_to_labels(labels).numpy(), crop,
-                            cfg.resolution, **extra)
+    return to_scene_dataset(
+        images, None if labels is None else masks_to_labels(labels).numpy(), crop, cfg.resolution, **extra
+    )
 
 
 def _boundary(video: np.ndarray, i: int) -> int:
@@ -275,16 +375,21 @@ def _boundary(video: np.ndarray, i: int) -> int:
 
 
 def _from_store(cfg: DataConfig, split: str) -> SceneDataset:
+    assert cfg.path is not None
     store = Store(Path(cfg.path).expanduser())
     if store.attrs.get("resolution") != cfg.resolution:
-        raise DataError(f"{cfg.path} was converted at resolution {store.attrs.get('resolution')}, the config asks for "
-                        f"{cfg.resolution}; convert again with --resolution {cfg.resolution}")
+        raise DataError(
+            f"{cfg.path} was converted at resolution {store.attrs.get('resolution')}, the config asks for "
+            f"{cfg.resolution}; convert again with --resolution {cfg.resolution}"
+        )
     v = cfg.val_size
     if cfg.val_path and split != "train":
         val = Store(Path(cfg.val_path).expanduser())
         if len(val) <= v:
-            raise DataError(f"{cfg.val_path} has {len(val)} items: validation takes the first val_size = {v}, "
-                            "test the rest, so it needs more")
+            raise DataError(
+                f"{cfg.val_path} has {len(val)} items: validation takes the first val_size = {v}, "
+                "test the rest, so it needs more"
+            )
         return store_dataset(val, slice(0, v) if split == "val" else slice(v, None))
     if cfg.val_path:
         return store_dataset(store)
@@ -318,11 +423,46 @@ def build_dataset(cfg: DataConfig, split: str) -> SceneDataset:
         return _npz(cfg, split)
     if cfg.path:
         if not is_store(Path(cfg.path).expanduser()):
-            raise DataError(f"data.path={cfg.path} is not a converted dataset; run `slotlab data convert "
-                            f"{info.name} {cfg.path} DIR` once and set data.path=DIR")
+            raise DataError(
+                f"data.path={cfg.path} is not a converted dataset; run `slotlab data convert "
+                f"{info.name} {cfg.path} DIR` once and set data.path=DIR"
+            )
         return _from_store(cfg, split)
     if info.generate is None:
         hint = "slotlab data download " + info.name if info.downloads else info.manual_download
-        raise DataError(f"dataset {info.name!r} has no procedural twin: get it ({hint}), convert it with "
-                        f"`slotlab data convert {info.name} SRC DIR` and set data.path=DIR")
+        raise DataError(
+            f"dataset {info.name!r} has no procedural twin: get it ({hint}), convert it with "
+            f"`slotlab data convert {info.name} SRC DIR` and set data.path=DIR"
+        )
     return _procedural(info, cfg, split)
+
+
+def open_dataset(
+    config: DataConfig | None, data: str | Path | None, resolution: int, split: str = "val"
+) -> SceneDataset:
+    """The images a trained model is run on: ``data`` (a store, or a .npz cropped and resized as the model was
+    trained: the training crop when it fits, else the largest centred square), or without it the ``split``
+    ("train", "val" or "test") of the training dataset ``config``."""
+    from slotlab.data.transforms import centre_crop
+
+    if data is None:
+        if config is None:
+            raise DataError("this model folder has no experiment.yaml; pass --data FILE.npz")
+        return build_dataset(config, split)
+    path = Path(data).expanduser()
+    if is_store(path):
+        store = Store(path)
+        if store.attrs.get("resolution") != resolution:
+            raise DataError(
+                f"{data} was converted at resolution {store.attrs.get('resolution')}; the model takes "
+                f"{resolution}: convert again with --resolution {resolution}"
+            )
+        return store_dataset(store)
+    images, labels = load_npz(path)
+    h, w = images.shape[1:3]
+    crop = None
+    if (h, w) != (resolution, resolution):
+        crop = config.crop if config is not None else None
+        if crop is None or crop[0] + crop[2] > h or crop[1] + crop[3] > w:
+            crop = centre_crop(h, w, min(h, w))  # the training crop does not apply: largest centred square
+    return to_scene_dataset(images, labels, crop, resolution)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from slotlab.errors import DataError, read_json
+from slotlab.errors import DataError
+from slotlab.io import read_json
 
 FORMAT = "slotlab-store"
 META = "meta.json"
@@ -32,7 +33,9 @@ def is_store(path: str | Path) -> bool:
 
 
 def _read_meta(root: Path) -> dict:
-    meta = read_json(root / META, f"{root} is not a converted dataset (no {META}); make one with `slotlab data convert`")
+    meta = read_json(
+        root / META, f"{root} is not a converted dataset (no {META}); make one with `slotlab data convert`"
+    )
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{root / META}: not a {FORMAT} file")
     return meta
@@ -54,7 +57,9 @@ class StoreWriter:
         if is_store(self.root):
             meta = _read_meta(self.root)
             if meta["attrs"] != self.attrs:
-                raise DataError(f"{self.root} holds a different conversion ({meta['attrs']}); remove it or choose another folder")
+                raise DataError(
+                    f"{self.root} holds a different conversion ({meta['attrs']}); remove it or choose another folder"
+                )
             self.fields, self.count, self.consumed = meta["fields"], meta["count"], meta["consumed"]
             self.complete = meta["complete"]
             for name, spec in self.fields.items():  # drop bytes written after the last commit
@@ -76,7 +81,9 @@ class StoreWriter:
         for name, a in arrays.items():
             spec = self.fields[name]
             if str(a.dtype) != spec["dtype"] or list(a.shape[1:]) != spec["shape"]:
-                raise DataError(f"field {name!r}: {a.dtype} {list(a.shape[1:])}, the store has {spec['dtype']} {spec['shape']}")
+                raise DataError(
+                    f"field {name!r}: {a.dtype} {list(a.shape[1:])}, the store has {spec['dtype']} {spec['shape']}"
+                )
             with open(self.root / f"{name}.bin", "ab" if name in self._opened else "wb") as f:
                 self._opened.add(name)
                 f.write(np.ascontiguousarray(a).tobytes())
@@ -97,8 +104,15 @@ class StoreWriter:
         return Store(self.root)
 
     def _write_meta(self) -> None:
-        meta = {"format": FORMAT, "version": 1, "count": self.count, "consumed": self.consumed,
-                "complete": self.complete, "fields": self.fields, "attrs": self.attrs}
+        meta = {
+            "format": FORMAT,
+            "version": 1,
+            "count": self.count,
+            "consumed": self.consumed,
+            "complete": self.complete,
+            "fields": self.fields,
+            "attrs": self.attrs,
+        }
         tmp = self.root / (META + ".tmp")
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, self.root / META)
@@ -115,8 +129,10 @@ class Store:
         self.root = Path(root)
         meta = _read_meta(self.root)
         if not meta["complete"] and not allow_incomplete:
-            raise DataError(f"{self.root}: unfinished ({meta['count']} items written); run the command that made it "
-                            "(`slotlab data convert`, `generate --store` or `cache-latents`) again to resume it")
+            raise DataError(
+                f"{self.root}: unfinished ({meta['count']} items written); run the command that made it "
+                "(`slotlab data convert`, `generate --store` or `cache-latents`) again to resume it"
+            )
         self.meta, self.attrs, self.fields = meta, meta["attrs"], meta["fields"]
         self.arrays: dict[str, np.ndarray] = {}
         for name, spec in self.fields.items():
@@ -126,7 +142,9 @@ class Store:
             if size < expected:
                 raise DataError(f"{path}: {max(size, 0)} bytes, expected {expected} for {meta['count']} items")
             shape = (meta["count"], *spec["shape"])
-            self.arrays[name] = np.memmap(path, spec["dtype"], "r", shape=shape) if meta["count"] else np.zeros(shape, spec["dtype"])
+            self.arrays[name] = (
+                np.memmap(path, spec["dtype"], "r", shape=shape) if meta["count"] else np.zeros(shape, spec["dtype"])
+            )
 
     def __len__(self) -> int:
         return self.meta["count"]
@@ -139,6 +157,11 @@ class Store:
 
     def describe(self) -> dict:
         """What ``slotlab data info`` prints."""
-        return {**self.attrs, "path": str(self.root), "items": len(self), "complete": self.meta["complete"],
-                "source_records_read": self.meta["consumed"],
-                "fields": {k: f"{v['dtype']} {v['shape']}" for k, v in self.fields.items()}}
+        return {
+            **self.attrs,
+            "path": str(self.root),
+            "items": len(self),
+            "complete": self.meta["complete"],
+            "source_records_read": self.meta["consumed"],
+            "fields": {k: f"{v['dtype']} {v['shape']}" for k, v in self.fields.items()},
+        }

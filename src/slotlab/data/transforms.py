@@ -19,8 +19,9 @@ def _crop(x: Tensor, crop: list[int] | None) -> Tensor:
     return x[..., top : top + height, left : left + width]
 
 
-def prepare_images(images: np.ndarray | Tensor, crop: list[int] | None, resolution: int, chunk: int = 4096,
-                   antialias: bool = False) -> Tensor:
+def prepare_images(
+    images: np.ndarray | Tensor, crop: list[int] | None, resolution: int, chunk: int = 4096, antialias: bool = False
+) -> Tensor:
     """uint8 [N, H, W, 3] -> uint8 [N, 3, R, R]: crop, then bilinear resize (by default without antialiasing, as
     tf.image.resize in the papers' pipelines; ``antialias`` for large downscales such as FFHQ 1024 -> 256)."""
     x = torch.as_tensor(images)
@@ -31,8 +32,13 @@ def prepare_images(images: np.ndarray | Tensor, crop: list[int] | None, resoluti
         return x.contiguous()
     out = torch.empty(x.shape[0], 3, resolution, resolution, dtype=torch.uint8)
     for i in range(0, x.shape[0], chunk):
-        y = F.interpolate(x[i : i + chunk].float(), size=(resolution, resolution), mode="bilinear", align_corners=False,
-                          antialias=antialias)
+        y = F.interpolate(
+            x[i : i + chunk].float(),
+            size=(resolution, resolution),
+            mode="bilinear",
+            align_corners=False,
+            antialias=antialias,
+        )
         out[i : i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
     return out
 

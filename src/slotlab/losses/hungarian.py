@@ -29,8 +29,9 @@ def pairwise_huber(predictions: Tensor, targets: Tensor, delta: float = 1.0) -> 
     """[B, K, F] x [B, M, F] -> [B, K, M]: Huber loss of every prediction against every target, mean over F."""
     p = predictions[:, :, None].float()
     t = targets[:, None].float()
-    return F.huber_loss(p.expand(-1, -1, t.shape[2], -1), t.expand(-1, p.shape[1], -1, -1), reduction="none",
-                        delta=delta).mean(-1)
+    return F.huber_loss(
+        p.expand(-1, -1, t.shape[2], -1), t.expand(-1, p.shape[1], -1, -1), reduction="none", delta=delta
+    ).mean(-1)
 
 
 def match(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Metrics, batched and vectorised in torch."""
+"""Metrics, batched and vectorised in torch, and their accumulators (torchmetrics ``Metric``s)."""
 
 from slotlab.metrics.ari import (
     adjusted_rand_index,
@@ -10,9 +10,9 @@ from slotlab.metrics.ari import (
 )
 from slotlab.metrics.image import image_mse, psnr
 from slotlab.metrics.reference import pooled_labels, voronoi_labels
+from slotlab.metrics.scores import AveragePrecisionMetric, MeanMetric, MetricSet
 from slotlab.metrics.segmentation import (
-    SegmentationReport,
-    SegmentationScores,
+    SegmentationMetric,
     best_overlap,
     binding_errors,
     iou_table,
@@ -22,22 +22,24 @@ from slotlab.metrics.segmentation import (
 )
 
 __all__ = [
+    "AveragePrecisionMetric",
+    "MeanMetric",
+    "MetricSet",
+    "SegmentationMetric",
     "adjusted_rand_index",
     "ari",
     "ari_score",
-    "fg_ari",
-    "mean_ignoring_nan",
-    "to_labels",
-    "image_mse",
-    "psnr",
-    "pooled_labels",
-    "voronoi_labels",
-    "SegmentationReport",
-    "SegmentationScores",
     "best_overlap",
     "binding_errors",
+    "fg_ari",
+    "image_mse",
     "iou_table",
     "matched_iou",
+    "mean_ignoring_nan",
+    "pooled_labels",
+    "psnr",
     "segmentation_metrics",
     "summarise_binding",
+    "to_labels",
+    "voronoi_labels",
 ]

@@ -37,11 +37,11 @@ from torch import Tensor
 
 __all__ = [
     "adjusted_rand_index",
-    "to_labels",
-    "ari_score",
     "ari",
+    "ari_score",
     "fg_ari",
     "mean_ignoring_nan",
+    "to_labels",
 ]
 
 
@@ -97,8 +97,7 @@ def adjusted_rand_index(
     _check_labels(pred_labels, "pred_labels")
     if true_labels.shape != pred_labels.shape:
         raise ValueError(
-            f"shape mismatch: true_labels {tuple(true_labels.shape)} "
-            f"vs pred_labels {tuple(pred_labels.shape)}"
+            f"shape mismatch: true_labels {tuple(true_labels.shape)} vs pred_labels {tuple(pred_labels.shape)}"
         )
     if true_labels.dim() < 2:
         raise ValueError(f"expected labels [B, N] or [B, H, W], got shape {tuple(true_labels.shape)}")
@@ -165,9 +164,7 @@ def to_labels(x: Tensor) -> Tensor:
     if x.dim() in (2, 3):
         _check_labels(x, "label map")
         return x
-    raise ValueError(
-        f"expected masks [B, K, H, W] or label maps [B, H, W] / [B, N], got shape {tuple(x.shape)}"
-    )
+    raise ValueError(f"expected masks [B, K, H, W] or label maps [B, H, W] / [B, N], got shape {tuple(x.shape)}")
 
 
 def ari_score(true: Tensor, pred: Tensor, *, foreground_only: bool) -> Tensor:
@@ -183,9 +180,7 @@ def ari_score(true: Tensor, pred: Tensor, *, foreground_only: bool) -> Tensor:
     Returns:
         float64 ``[B]`` per-image score; NaN where there is nothing to score.
     """
-    return adjusted_rand_index(
-        to_labels(true), to_labels(pred), ignore_background=foreground_only
-    )
+    return adjusted_rand_index(to_labels(true), to_labels(pred), ignore_background=foreground_only)
 
 
 def ari(true: Tensor, pred: Tensor) -> Tensor:

@@ -20,9 +20,13 @@ dimensions). ``method="sqrtm"`` follows pytorch-fid instead (``scipy.linalg.sqrt
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -30,9 +34,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from slotlab.errors import DataError
+from slotlab.io import fetch
+from slotlab.modules.inception import FIDInceptionV3
+
 __all__ = [
-    "FeatureExtractor",
     "FIDResult",
+    "FeatureExtractor",
     "InceptionFeatures",
     "activation_statistics",
     "compute_features",
@@ -57,14 +65,19 @@ class InceptionFeatures:
     """The standard FID extractor: :class:`~slotlab.modules.inception.FIDInceptionV3` pool3 features (D = 2048).
 
     Pass a ready ``model`` (e.g. random weights in tests), or let it load the standard weights with
-    :func:`~slotlab.modules.inception.load_fid_inception` (``path``, ``download``, ``cache_dir``).
+    :func:`load_fid_inception` (``path``, ``download``, ``cache_dir``).
     """
 
-    def __init__(self, model: torch.nn.Module | None = None, *, path: str | None = None, download: bool = True,
-                 cache_dir: str | None = None, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module | None = None,
+        *,
+        path: str | None = None,
+        download: bool = True,
+        cache_dir: str | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
         if model is None:
-            from slotlab.modules.inception import load_fid_inception
-
             model = load_fid_inception(path, download=download, cache_dir=cache_dir)
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device).eval().requires_grad_(False)
@@ -101,9 +114,15 @@ def _images_of(item) -> Tensor:
     return x.unsqueeze(0) if x.ndim == 3 else x
 
 
-def compute_features(extractor: FeatureExtractor, images: Iterable, batch_size: int = 50, *,
-                     value_range: tuple[float, float] = (0.0, 1.0), progress: bool = False,
-                     total: int | None = None) -> Tensor:
+def compute_features(
+    extractor: FeatureExtractor,
+    images: Iterable,
+    batch_size: int = 50,
+    *,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    progress: bool = False,
+    total: int | None = None,
+) -> Tensor:
     """Features ``[N, D]`` (float32, CPU) of every image in ``images``, run in batches of ``batch_size``.
 
     ``images`` yields tensors ``[B, 3, H, W]`` or single images ``[3, H, W]`` (or ``(image, ...)`` tuples or dicts
@@ -137,7 +156,7 @@ def compute_features(extractor: FeatureExtractor, images: Iterable, batch_size: 
                 cat = torch.cat(pending)
                 full = count - count % batch_size
                 for start in range(0, full, batch_size):
-                    flush(cat[start:start + batch_size])
+                    flush(cat[start : start + batch_size])
                     bar.update(batch_size)
                 pending, count = [cat[full:]], count - full
         if count:
@@ -182,8 +201,14 @@ def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, method: str, eps: float)
     raise ValueError(f"method must be 'eigh' or 'sqrtm', got {method!r}")
 
 
-def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike,
-                     method: Literal["eigh", "sqrtm"] = "eigh", eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: ArrayLike,
+    sigma1: ArrayLike,
+    mu2: ArrayLike,
+    sigma2: ArrayLike,
+    method: Literal["eigh", "sqrtm"] = "eigh",
+    eps: float = 1e-6,
+) -> float:
     """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64 (see the module doc for ``method``).
 
     Symmetric PSD covariances are expected; round-off negatives are clipped. The result is clamped at 0.
@@ -206,8 +231,9 @@ def fid_from_features(features1: ArrayLike, features2: ArrayLike, method: Litera
     return frechet_distance(*activation_statistics(features1), *activation_statistics(features2), method=method)
 
 
-def polynomial_mmd2(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
-                    coef0: float = 1.0) -> float:
+def polynomial_mmd2(
+    x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None, coef0: float = 1.0
+) -> float:
     """Unbiased MMD^2 between samples ``x [m, D]`` and ``y [n, D]`` with ``k(a, b) = (gamma a.b + coef0)^degree``.
 
     ``gamma`` defaults to ``1 / D``. Diagonal terms of the within-set kernel matrices are left out (unbiased).
@@ -224,8 +250,9 @@ def polynomial_mmd2(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float 
     return float(xx + yy - 2.0 * k_xy.mean())
 
 
-def kernel_inception_distance(features1: ArrayLike, features2: ArrayLike, subsets: int = 100,
-                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+def kernel_inception_distance(
+    features1: ArrayLike, features2: ArrayLike, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """KID: mean and (population) standard deviation of the unbiased polynomial MMD^2 over random subsets.
 
     Each of the ``subsets`` draws takes ``min(subset_size, N, M)`` rows of each set without replacement
@@ -261,9 +288,121 @@ class FIDResult:
         return asdict(self)
 
 
-def fid_and_kid(real: ArrayLike, fake: ArrayLike, kid_subsets: int = 100, kid_subset_size: int = 1000,
-                seed: int = 0) -> FIDResult:
+def fid_and_kid(
+    real: ArrayLike, fake: ArrayLike, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0
+) -> FIDResult:
     """FID and KID between feature sets ``real [N, D]`` and ``fake [M, D]``."""
     r, f = _features_2d(real, "real"), _features_2d(fake, "fake")
     kid_mean, kid_std = kernel_inception_distance(r, f, kid_subsets, kid_subset_size, seed)
     return FIDResult(fid_from_features(r, f), kid_mean, kid_std, r.shape[0], f.shape[0], r.shape[1])
+
+
+# ------------------------------------------------------------------------------------ the FID Inception weights
+
+FID_WEIGHTS_URL = (
+    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
+)
+FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
+# torch.hub naming convention: the hex group before the extension is a prefix of the file's SHA-256. The full digest
+# (95,628,359 bytes) is the one several independent projects pin for this exact release file.
+FID_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+
+
+def default_cache_dir() -> Path:
+    """``$SLOTLAB_CACHE`` if set, else ``~/.cache/slotlab``."""
+    return Path(os.environ.get("SLOTLAB_CACHE") or Path.home() / ".cache" / "slotlab").expanduser()
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_hash(path: Path) -> None:
+    """Full digest for the known file name; otherwise the torch.hub ``name-<sha256 prefix>.ext`` convention."""
+    expected = FID_WEIGHTS_SHA256 if path.name == FID_WEIGHTS_NAME else None
+    if expected is None and (m := _HASH_IN_NAME.search(path.name)):
+        expected = m.group(1)
+    if expected is None:
+        return
+    digest = _sha256(path)
+    if not digest.startswith(expected):
+        raise DataError(
+            f"{path}: SHA-256 {digest[:16]}... does not match {expected[:16]}...; the file is corrupt or "
+            f"not the FID weights, delete it and fetch {FID_WEIGHTS_URL} again"
+        )
+
+
+def _missing_message(dest: Path) -> str:
+    return (
+        f"FID Inception weights not found at {dest}: download {FID_WEIGHTS_URL} and put it at {dest} "
+        f"(or pass --inception PATH)"
+    )
+
+
+def _load_state_dict(model: FIDInceptionV3, path: Path) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # any unpickling/format failure means a bad file
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise DataError(f"{path}: cannot read as a PyTorch state dict ({type(e).__name__}: {reason})") from None
+    if not isinstance(state, dict):
+        raise DataError(f"{path}: expected a state dict, found {type(state).__name__}")
+    ours = model.state_dict()
+    # BatchNorm fills a missing num_batches_tracked itself (old state dicts lack it); compare the rest.
+    expected = {k for k in ours if not k.endswith("num_batches_tracked")}
+    found = {k for k in state if not k.endswith("num_batches_tracked")}
+    missing, unexpected = sorted(expected - found), sorted(found - expected)
+    shapes = sorted(k for k in expected & found if tuple(state[k].shape) != tuple(ours[k].shape))
+    if missing or unexpected or shapes:
+        parts = [
+            f"{name} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
+            for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
+            if keys
+        ]
+        raise DataError(f"{path}: not the FID Inception state dict; " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def load_fid_inception(
+    path: str | os.PathLike | None = None,
+    download: bool = True,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> FIDInceptionV3:
+    """The FID Inception-v3 with the standard weights, in ``eval()`` mode, gradients off.
+
+    ``path``: a local weights file (must exist). Without it the file is looked up as ``FID_WEIGHTS_NAME`` in
+    ``cache_dir`` (default :func:`default_cache_dir`) and downloaded there from ``FID_WEIGHTS_URL`` when
+    ``download`` is true. The SHA-256 is checked, and only tensors are unpickled (``weights_only=True``).
+    Raises :class:`slotlab.errors.DataError` (one line naming the URL and where to put the file) otherwise.
+    """
+    downloaded = False
+    if path is not None:
+        dest = Path(path).expanduser()
+        if not dest.is_file():
+            raise DataError(_missing_message(dest))
+    else:
+        dest = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        dest = dest / FID_WEIGHTS_NAME
+        if not dest.is_file():
+            if not download:
+                raise DataError(_missing_message(dest))
+            try:
+                fetch(FID_WEIGHTS_URL, dest, progress=progress)
+            except DataError as e:
+                raise DataError(f"{_missing_message(dest)}; the automatic download failed") from e
+            downloaded = True
+    try:
+        _check_hash(dest)
+    except DataError:
+        if downloaded:
+            dest.unlink(missing_ok=True)  # a bad download must not stick in the cache
+        raise
+    model = FIDInceptionV3()
+    _load_state_dict(model, dest)
+    return model.eval().requires_grad_(False)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import Tensor
 
-__all__ = ["voronoi_labels", "pooled_labels"]
+__all__ = ["pooled_labels", "voronoi_labels"]
 
 
 def voronoi_labels(labels: Tensor) -> Tensor:

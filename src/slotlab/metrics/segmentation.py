@@ -24,12 +24,12 @@ Public API:
 
 * :func:`iou_table` -- float64 ``[B, T, P]`` IoUs and a ``[B, T]`` object mask.
 * :func:`best_overlap`, :func:`matched_iou` -- ``(per_object [N], per_image [B])``.
-* :func:`segmentation_metrics` -- dict of the four averages and ``num_objects``.
-* :class:`SegmentationScores` -- exact accumulation over many batches.
+* :func:`segmentation_metrics` -- dict of the four averages and ``num_objects`` of one batch.
 * :func:`binding_errors` -- why a segmentation scores low: objects split over slots, objects sharing a slot, how
   much of the stray pixels went to slots that own no object, and how much ground the objects' slots hold;
   :func:`summarise_binding` averages it over batches.
-* :class:`SegmentationReport` -- FG-ARI, mBO, mIoU and the binding diagnostics together, over batches.
+* :class:`SegmentationMetric` -- the one accumulator (a torchmetrics ``Metric``): FG-ARI, ARI, mBO, mIoU and the
+  binding diagnostics over many batches, exact, reduced across DDP ranks.
 """
 
 from __future__ import annotations
@@ -39,18 +39,19 @@ import math
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
 from slotlab.metrics.ari import _check_labels, _num_classes, ari_score, mean_ignoring_nan, to_labels
 
 __all__ = [
-    "iou_table",
+    "SegmentationMetric",
     "best_overlap",
+    "binding_errors",
+    "iou_table",
     "matched_iou",
     "segmentation_metrics",
-    "SegmentationScores",
-    "binding_errors",
     "summarise_binding",
-    "SegmentationReport",
 ]
 
 
@@ -61,13 +62,9 @@ def contingency(true: Tensor, pred: Tensor) -> Tensor:
     _check_labels(true, "true")
     _check_labels(pred, "pred")
     if true.shape != pred.shape:
-        raise ValueError(
-            f"shape mismatch: true {tuple(true.shape)} vs pred {tuple(pred.shape)}"
-        )
+        raise ValueError(f"shape mismatch: true {tuple(true.shape)} vs pred {tuple(pred.shape)}")
     if true.dim() < 2:
-        raise ValueError(
-            f"expected label maps [B, H, W] or [B, N], got shape {tuple(true.shape)}"
-        )
+        raise ValueError(f"expected label maps [B, H, W] or [B, N], got shape {tuple(true.shape)}")
     if true.device != pred.device:
         raise ValueError("true and pred must be on the same device")
 
@@ -149,9 +146,7 @@ def matched_iou(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
             continue
         sub = iou_cpu[b, rows].numpy()  # [objects, P]
         r, c = linear_sum_assignment(sub, maximize=True)
-        matched[b, rows[torch.as_tensor(r)]] = torch.as_tensor(
-            sub[r, c], dtype=torch.float64
-        )
+        matched[b, rows[torch.as_tensor(r)]] = torch.as_tensor(sub[r, c], dtype=torch.float64)
     return _summarise(matched.to(iou.device), objects)
 
 
@@ -159,59 +154,6 @@ def _mean(x: Tensor) -> float:
     """Mean of a 1-D tensor ignoring NaN; NaN if nothing is left."""
     x = x[~torch.isnan(x)]
     return float(x.mean()) if x.numel() else math.nan
-
-
-class SegmentationScores:
-    """Accumulates mBO and mIoU over batches; averages are exact over the whole dataset.
-
-    Keeps every per-object IoU and every per-image mean (on CPU), so
-    :meth:`compute` gives the same result as one call on all images at once.
-
-    Example::
-
-        scores = SegmentationScores()
-        for true, pred in loader:
-            scores.update(true, pred)
-        scores.compute()  # {"mbo_objects": ..., "mbo_images": ..., ...}
-    """
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget everything accumulated so far."""
-        self._parts: dict[str, list[Tensor]] = {
-            "mbo_objects": [],
-            "mbo_images": [],
-            "miou_objects": [],
-            "miou_images": [],
-        }
-
-    def update(self, true: Tensor, pred: Tensor) -> None:
-        """Add a batch: ``true``, ``pred`` label maps ``[B, H, W]`` (or masks)."""
-        for name, fn in (("mbo", best_overlap), ("miou", matched_iou)):
-            per_object, per_image = fn(true, pred)
-            self._parts[f"{name}_objects"].append(per_object.detach().cpu())
-            self._parts[f"{name}_images"].append(per_image.detach().cpu())
-
-    def values(self) -> dict[str, Tensor]:
-        """All accumulated scores, float64: ``[N]`` per object for ``*_objects``,
-        ``[num images]`` per image (NaN: no objects) for ``*_images``."""
-        return {
-            k: torch.cat(v) if v else torch.zeros(0, dtype=torch.float64)
-            for k, v in self._parts.items()
-        }
-
-    def compute(self) -> dict[str, float]:
-        """Averages ``mbo_objects``, ``mbo_images``, ``miou_objects``, ``miou_images``
-        (NaN if no objects were seen) and the count ``num_objects``.
-
-        ``*_objects`` average over all objects (LSD paper); ``*_images`` average the
-        per-image means over images that have at least one object.
-        """
-        out: dict[str, float] = {k: _mean(v) for k, v in self.values().items()}
-        out["num_objects"] = sum(int(v.numel()) for v in self._parts["mbo_objects"])
-        return out
 
 
 def segmentation_metrics(true: Tensor, pred: Tensor) -> dict[str, float]:
@@ -222,13 +164,14 @@ def segmentation_metrics(true: Tensor, pred: Tensor) -> dict[str, float]:
         pred: predicted labels ``[B, H, W]`` (slot index).
 
     Returns:
-        ``{"mbo_objects", "mbo_images", "miou_objects", "miou_images", "num_objects"}``;
-        see :meth:`SegmentationScores.compute`. Use :class:`SegmentationScores` to
-        accumulate over several batches.
+        ``{"mbo_objects", "mbo_images", "miou_objects", "miou_images", "num_objects"}``:
+        ``*_objects`` average over all objects (LSD paper); ``*_images`` average the per-image means over
+        images that have at least one object (NaN if no objects were seen). :class:`SegmentationMetric`
+        accumulates them (and FG-ARI and the binding diagnostics) over several batches.
     """
-    scores = SegmentationScores()
-    scores.update(true, pred)
-    return scores.compute()
+    metric = SegmentationMetric(fg_ari=False, binding=False)
+    metric.update(true, pred)
+    return metric.compute()
 
 
 def binding_errors(true: Tensor, pred: Tensor, threshold: float = 0.9) -> dict[str, Tensor]:
@@ -259,8 +202,14 @@ def binding_errors(true: Tensor, pred: Tensor, threshold: float = 0.9) -> dict[s
     purity = held.double() / area.clamp(min=1).double()
     owner_size = inter.sum(dim=1).gather(1, owner)  # [B, T]
     owner_ground = inter[:, 0, :].gather(1, owner).double() / owner_size.clamp(min=1).double()
-    return {"purity": purity[objects], "split": (purity < threshold)[objects], "merged": merged[objects],
-            "stray": stray[objects], "stray_to_spare": stray_to_spare[objects], "owner_ground": owner_ground[objects]}
+    return {
+        "purity": purity[objects],
+        "split": (purity < threshold)[objects],
+        "merged": merged[objects],
+        "stray": stray[objects],
+        "stray_to_spare": stray_to_spare[objects],
+        "owner_ground": owner_ground[objects],
+    }
 
 
 def summarise_binding(parts: list[dict[str, Tensor]]) -> dict[str, float]:
@@ -270,24 +219,91 @@ def summarise_binding(parts: list[dict[str, Tensor]]) -> dict[str, float]:
     b = {k: torch.cat([part[k] for part in parts]) for k in parts[0]} if parts else {}
     if not b or not b["purity"].numel():
         return {}
-    return {"object_purity": float(b["purity"].mean()), "split_objects": float(b["split"].double().mean()),
-            "merged_objects": float(b["merged"].double().mean()), "owner_ground": float(b["owner_ground"].mean()),
-            "stray_to_spare": float(b["stray_to_spare"].sum() / b["stray"].sum().clamp(min=1))}
+    return {
+        "object_purity": float(b["purity"].mean()),
+        "split_objects": float(b["split"].double().mean()),
+        "merged_objects": float(b["merged"].double().mean()),
+        "owner_ground": float(b["owner_ground"].mean()),
+        "stray_to_spare": float(b["stray_to_spare"].sum() / b["stray"].sum().clamp(min=1)),
+    }
 
 
-class SegmentationReport:
-    """FG-ARI (averaged over images), mBO and mIoU (:class:`SegmentationScores`) and the binding diagnostics
-    (:func:`summarise_binding`) of label maps, accumulated over batches."""
+BINDING_FIELDS = ("purity", "split", "merged", "stray", "stray_to_spare", "owner_ground")
+OVERLAP_FIELDS = ("mbo_objects", "mbo_images", "miou_objects", "miou_images")
 
-    def __init__(self) -> None:
-        self.scores, self.fg_ari, self.binding = SegmentationScores(), [], []
+
+class SegmentationMetric(Metric):
+    """The segmentation accumulator: FG-ARI (and ARI) averaged over images, mBO and mIoU over objects and over
+    images, and the binding diagnostics (:func:`binding_errors`, averaged as :func:`summarise_binding`), of label
+    maps added batch by batch. Exact over the whole data (every per-image and per-object score is kept, so the
+    result equals one call on all images at once) and reduced across DDP ranks by torchmetrics (concatenation).
+
+    ``fg_ari``, ``ari``, ``overlaps``, ``binding`` choose what is computed; ``suffix`` is appended to every key
+    (e.g. ``"_attention"`` for a second segmentation of the same images).
+
+    Example::
+
+        metric = SegmentationMetric()
+        for true, pred in loader:
+            metric.update(true, pred)
+        metric.compute()  # {"fg_ari": ..., "mbo_objects": ..., ..., "num_objects": ..., "owner_ground": ...}
+    """
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(
+        self,
+        *,
+        fg_ari: bool = True,
+        ari: bool = False,
+        overlaps: bool = True,
+        binding: bool = True,
+        suffix: str = "",
+        **kwargs,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.with_fg_ari, self.with_ari, self.with_overlaps, self.with_binding = fg_ari, ari, overlaps, binding
+        self.suffix = suffix
+        names = (["fg_ari"] if fg_ari else []) + (["ari"] if ari else []) + (list(OVERLAP_FIELDS) if overlaps else [])
+        names += list(BINDING_FIELDS) if binding else []
+        for name in names:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def update(self, true: Tensor, pred: Tensor) -> None:
-        """Add a batch of label maps ``[B, H, W]`` (0 = background in ``true``)."""
-        self.scores.update(true, pred)
-        self.fg_ari.append(ari_score(true, pred, foreground_only=True).cpu())
-        self.binding.append({k: v.cpu() for k, v in binding_errors(true, pred).items()})
+        """Add a batch: ``true``, ``pred`` label maps ``[B, H, W]`` (0 = background in ``true``) or masks."""
+        true, pred = to_labels(true), to_labels(pred)
+        if self.with_fg_ari:
+            self._add("fg_ari", ari_score(true, pred, foreground_only=True).double())
+        if self.with_ari:
+            self._add("ari", ari_score(true, pred, foreground_only=False).double())
+        if self.with_overlaps:
+            for name, fn in (("mbo", best_overlap), ("miou", matched_iou)):
+                per_object, per_image = fn(true, pred)
+                self._add(f"{name}_objects", per_object.double())
+                self._add(f"{name}_images", per_image.double())
+        if self.with_binding:
+            for name, value in binding_errors(true, pred).items():
+                self._add(name, value)
+
+    def _add(self, name: str, value: Tensor) -> None:
+        getattr(self, name).append(value)
+
+    def _values(self, name: str) -> Tensor:
+        state = getattr(self, name)
+        if isinstance(state, Tensor):
+            return state.cpu()
+        return dim_zero_cat(state).cpu() if len(state) else torch.zeros(0, dtype=torch.float64)
 
     def compute(self) -> dict[str, float]:
-        return {"fg_ari": mean_ignoring_nan(torch.cat(self.fg_ari)), **self.scores.compute(),
-                **summarise_binding(self.binding)}
+        out: dict[str, float] = {}
+        if self.with_fg_ari:
+            out["fg_ari"] = mean_ignoring_nan(self._values("fg_ari"))
+        if self.with_ari:
+            out["ari"] = mean_ignoring_nan(self._values("ari"))
+        if self.with_overlaps:
+            out.update({name: _mean(self._values(name)) for name in OVERLAP_FIELDS})
+            out["num_objects"] = int(self._values("mbo_objects").numel())
+        if self.with_binding:
+            out.update(summarise_binding([{name: self._values(name) for name in BINDING_FIELDS}]))
+        return {f"{k}{self.suffix}": v for k, v in out.items()}

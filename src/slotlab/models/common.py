@@ -3,33 +3,61 @@ weight-initialisation switch."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from torch import nn
 
 from slotlab.modules import CNNEncoder, InvariantSlotAttention, SlotAttention, keras_init_
+from slotlab.modules.slot_attention import SlotInit
+
+SlotFrame = Literal["none", "translation", "translation_scale"]  # Invariant Slot Attention's reference frames
+WeightInit = Literal["keras", "torch"]  # Glorot-uniform + zero bias, orthogonal GRU (official code) / PyTorch's
+
+__all__ = ["SlotFrame", "SlotInit", "WeightInit", "init_weights", "slot_encoder"]
 
 
-def slot_encoder(c) -> tuple[CNNEncoder, SlotAttention]:
+def slot_encoder(c) -> tuple[CNNEncoder, SlotAttention | InvariantSlotAttention]:
     """CNN encoder (+ position embedding, LN, MLP) and Slot Attention from a config with the shared fields
     (resolution, encoder_*, slot_dim, num_slots, num_iterations, mlp_hidden, attn_eps, ln_eps, slot_init,
     implicit_grad, slot_frame, slot_scale_factor). With a ``slot_frame`` (Invariant Slot Attention) the encoder
     adds no absolute positions: the slots add them in their own frames."""
     framed = c.slot_frame != "none"
-    encoder = CNNEncoder(c.resolution, c.encoder_channels, c.encoder_kernel, c.encoder_strides, out_dim=c.slot_dim,
-                         ln_eps=c.ln_eps, pos_frequencies=c.encoder_pos_frequencies, position_embedding=not framed)
-    kwargs = dict(num_iterations=c.num_iterations, mlp_hidden=c.mlp_hidden, eps=c.attn_eps, ln_eps=c.ln_eps,
-                  init=c.slot_init, implicit_grad=c.implicit_grad)
+    encoder = CNNEncoder(
+        c.resolution,
+        c.encoder_channels,
+        c.encoder_kernel,
+        c.encoder_strides,
+        out_dim=c.slot_dim,
+        ln_eps=c.ln_eps,
+        pos_frequencies=c.encoder_pos_frequencies,
+        position_embedding=not framed,
+    )
+    kwargs = dict(
+        num_iterations=c.num_iterations,
+        mlp_hidden=c.mlp_hidden,
+        eps=c.attn_eps,
+        ln_eps=c.ln_eps,
+        init=c.slot_init,
+        implicit_grad=c.implicit_grad,
+    )
     if framed:
         if c.encoder_pos_frequencies:
             raise ValueError("encoder_pos_frequencies needs the absolute position embedding: not with a slot_frame")
-        slot_attention = InvariantSlotAttention(c.num_slots, c.slot_dim, encoder.feature_size, frame=c.slot_frame,
-                                                scale_factor=c.slot_scale_factor, **kwargs)
+        slot_attention: SlotAttention = InvariantSlotAttention(
+            c.num_slots,
+            c.slot_dim,
+            encoder.feature_size,
+            frame=c.slot_frame,
+            scale_factor=c.slot_scale_factor,
+            **kwargs,
+        )
     else:
         slot_attention = SlotAttention(c.num_slots, c.slot_dim, **kwargs)
     return encoder, slot_attention
 
 
-def init_weights(module: nn.Module, scheme: str) -> None:
-    """"keras": Glorot-uniform + zero bias, orthogonal GRU (the official code); "torch": PyTorch's defaults."""
+def init_weights(module: nn.Module, scheme: WeightInit) -> None:
+    """ "keras": Glorot-uniform + zero bias, orthogonal GRU (the official code); "torch": PyTorch's defaults."""
     if scheme == "keras":
         keras_init_(module)
     elif scheme != "torch":

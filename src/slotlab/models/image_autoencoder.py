@@ -6,10 +6,12 @@ standard deviation, as the diffusion model expects) -> images. Either the pretra
 and trained with MSE + a weak KL term (:class:`slotlab.training.autoencoder.AutoencoderModule`); the latter's
 scaling factor is estimated after training as 1 / std of its latents (:meth:`ImageAutoencoder.estimate_scaling_factor`).
 
-Saved folder (:meth:`ImageAutoencoder.save_pretrained`)::
+Saved folder (:meth:`ImageAutoencoder.save_pretrained`): the VAE as diffusers writes it, so diffusers' own tools
+load ``DIR/vae`` as is::
 
-    DIR/image_autoencoder.json                 our config (scaling_factor included once estimated)
-    DIR/vae/config.json                        the diffusers AutoencoderKL config
+    DIR/image_autoencoder.json                   our config (scaling_factor included once estimated) and, as every
+                                                 slotlab model's config file, "_class_name"
+    DIR/vae/config.json                          the diffusers AutoencoderKL config
     DIR/vae/diffusion_pytorch_model.safetensors  its weights (safetensors only, never pickles)
 """
 
@@ -19,14 +21,18 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotlab.errors import ConfigError, DataError, read_json
+from slotlab.errors import ConfigError, DataError
+from slotlab.fields import NonNegativeFloat, PositiveFloat, PositiveInt, build
+from slotlab.io import atomic_write_text, read_json
+from slotlab.models.base import SavedModel
 
 CONFIG_FILE = "image_autoencoder.json"
 VAE_FOLDER = "vae"
@@ -38,16 +44,16 @@ class ImageAutoencoderConfig:
 
     pretrained: str | None = None  # a Hugging Face hub id or a local folder (e.g. "stabilityai/stable-diffusion-2-1")
     subfolder: str | None = "vae"  # the VAE's folder inside ``pretrained``
-    resolution: int = 64  # side of the images it is used at
+    resolution: PositiveInt = 64  # side of the images it is used at
     # our own autoencoder (ignored when ``pretrained`` is set): downsampling factor f = 2 ** (len - 1)
-    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # [64, 128, 256, 256]: f = 8 as SD
-    layers_per_block: int = 1
-    latent_channels: int = 4
-    norm_num_groups: int = 16  # GroupNorm groups; must divide every entry of block_out_channels
+    block_out_channels: list[PositiveInt] = field(default_factory=lambda: [32, 64, 64])  # [64, 128, 256, 256]: f = 8
+    layers_per_block: PositiveInt = 1
+    latent_channels: PositiveInt = 4
+    norm_num_groups: PositiveInt = 16  # GroupNorm groups; must divide every entry of block_out_channels
     # latents = z * scaling_factor. None: the pretrained VAE's own value (0.18215 for SD), or for our own
     # autoencoder 1.0 until it is estimated after training (1 / std of the latents) and written here
-    scaling_factor: float | None = None
-    kl_weight: float = 1e-6  # weight of the KL term (see ImageAutoencoder.forward for its normalisation)
+    scaling_factor: PositiveFloat | None = None
+    kl_weight: NonNegativeFloat = 1e-6  # weight of the KL term (see ImageAutoencoder.forward for its normalisation)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,17 +68,20 @@ class ImageAutoencoderOutput:
     loss: Tensor  # scalar: mse + kl_weight * kl / (3 H W)
 
 
-class ImageAutoencoder(nn.Module):
+class ImageAutoencoder(SavedModel, tags=["autoencoder"]):
     """A diffusers ``AutoencoderKL`` with the scaling factor applied in :meth:`encode` and undone in :meth:`decode`.
 
-    ``vae`` (an ``AutoencoderKL``) skips building or loading; :meth:`from_pretrained` uses it.
+    ``vae`` (an ``AutoencoderKL``) skips building or loading.
     """
 
-    def __init__(self, config: ImageAutoencoderConfig | dict, vae: nn.Module | None = None):
-        super().__init__()
-        if isinstance(config, dict):
-            config = ImageAutoencoderConfig(**config)
-        self.config = config
+    config_class = ImageAutoencoderConfig
+    config_file = CONFIG_FILE
+    config: ImageAutoencoderConfig
+    vae: Any  # a diffusers AutoencoderKL
+
+    def __init__(self, config: ImageAutoencoderConfig, vae: nn.Module | None = None):
+        super().__init__(config)
+        config = self.config
         if vae is None:
             vae = load_vae(config.pretrained, config.subfolder) if config.pretrained else build_vae(config)
         self.vae = vae.train()  # diffusers' from_pretrained returns eval mode; modules start in training mode
@@ -133,8 +142,9 @@ class ImageAutoencoder(nn.Module):
         images = self.vae.decode(latents / self.scaling_factor + self._shift()).sample
         return images.clamp(-1, 1) if clamp else images
 
-    def forward(self, images: Tensor, sample: bool = True, generator: torch.Generator | None = None
-                ) -> ImageAutoencoderOutput:
+    def forward(
+        self, images: Tensor, sample: bool = True, generator: torch.Generator | None = None
+    ) -> ImageAutoencoderOutput:
         """Reconstruct and compute the training loss.
 
         The KL is summed over latent values per image (diffusers' ``kl()``), then averaged over images; in the
@@ -183,7 +193,7 @@ class ImageAutoencoder(nn.Module):
             raise ValueError(f"the scaling factor must be positive and finite, got {value}")
         self.config.scaling_factor = value
         self.vae.register_to_config(scaling_factor=value)
-        self.latent_scale.fill_(value)
+        self.latent_scale.fill_(value)  # type: ignore[operator]
 
     def scaling_from_moments(self, moments: Tensor) -> float:
         """1 / std from :meth:`latent_moments` (maybe summed over DDP ranks), stored with :meth:`set_scaling_factor`."""
@@ -191,8 +201,9 @@ class ImageAutoencoder(nn.Module):
         if n < 2:
             raise DataError("no latents to estimate the scaling factor from (empty data)")
         var = (sq - s * s / n) / (n - 1)
-        self.set_scaling_factor(1.0 / math.sqrt(max(var, 1e-24)))
-        return self.config.scaling_factor
+        value = 1.0 / math.sqrt(max(var, 1e-24))
+        self.set_scaling_factor(value)
+        return float(self.config.scaling_factor or value)
 
     def estimate_scaling_factor(self, batches: Iterable, max_batches: int | None = 16, seed: int = 0) -> float:
         """Set the scaling factor to 1 / std of the unscaled latents (as Latent Diffusion does) and return it."""
@@ -209,26 +220,23 @@ class ImageAutoencoder(nn.Module):
 
     # -- saving / loading -------------------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path) -> Path:  # type: ignore[override]
         """Write the VAE (safetensors + its config) to ``DIR/vae`` and our config to ``DIR/image_autoencoder.json``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.vae.save_pretrained(directory / VAE_FOLDER, safe_serialization=True)
-        (directory / CONFIG_FILE).write_text(json.dumps(self.config.to_dict(), indent=1))
+        atomic_write_text(directory / CONFIG_FILE, json.dumps(self.config_record(), indent=1))
         return directory
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> ImageAutoencoder:
+    def from_pretrained(cls, directory: str | Path, **_) -> ImageAutoencoder:  # type: ignore[override]
         """Load what :meth:`save_pretrained` wrote (the ``pretrained`` entry is kept as a record, not reloaded)."""
         directory = Path(directory)
         values = read_json(directory / CONFIG_FILE, f"{directory} holds no saved image autoencoder (no {CONFIG_FILE})")
-        if not isinstance(values, dict):
-            raise DataError(f"{directory / CONFIG_FILE}: expected a JSON object of config values")
-        known = {f.name for f in fields(ImageAutoencoderConfig)}
-        unknown = set(values) - known
-        if unknown:
-            raise DataError(f"{directory / CONFIG_FILE}: unknown key(s) {sorted(unknown)}")
-        config = ImageAutoencoderConfig(**values)
+        try:
+            config = build(ImageAutoencoderConfig, values, str(directory / CONFIG_FILE))
+        except ConfigError as e:
+            raise DataError(str(e)) from None
         return cls(config, vae=load_vae(str(directory), VAE_FOLDER))
 
     def fingerprint(self) -> str:
@@ -240,8 +248,9 @@ class ImageAutoencoder(nn.Module):
         return h.hexdigest()[:16]
 
 
-def load_image_autoencoder(name: str | Path, subfolder: str | None = "vae", resolution: int | None = None
-                           ) -> ImageAutoencoder:
+def load_image_autoencoder(
+    name: str | Path, subfolder: str | None = "vae", resolution: int | None = None
+) -> ImageAutoencoder:
     """A folder written by :meth:`ImageAutoencoder.save_pretrained`, else a pretrained diffusers VAE: a hub id or a
     local diffusers folder, with the VAE in ``subfolder`` (``resolution`` only fills in the config's record)."""
     if (Path(name).expanduser() / CONFIG_FILE).is_file():
@@ -252,7 +261,7 @@ def load_image_autoencoder(name: str | Path, subfolder: str | None = "vae", reso
     return ImageAutoencoder(config)
 
 
-def build_vae(config: ImageAutoencoderConfig) -> nn.Module:
+def build_vae(config: ImageAutoencoderConfig) -> Any:
     """Our own KL autoencoder: one DownEncoderBlock2D / UpDecoderBlock2D per entry of ``block_out_channels``."""
     from diffusers import AutoencoderKL
 
@@ -263,10 +272,16 @@ def build_vae(config: ImageAutoencoderConfig) -> nn.Module:
     if bad:
         raise ConfigError(f"model.norm_num_groups = {config.norm_num_groups} does not divide block_out_channels {bad}")
     return AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * len(channels),
-        up_block_types=("UpDecoderBlock2D",) * len(channels), block_out_channels=tuple(channels),
-        layers_per_block=config.layers_per_block, latent_channels=config.latent_channels,
-        norm_num_groups=config.norm_num_groups, sample_size=config.resolution, scaling_factor=1.0,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(channels),
+        up_block_types=("UpDecoderBlock2D",) * len(channels),
+        block_out_channels=tuple(channels),
+        layers_per_block=config.layers_per_block,
+        latent_channels=config.latent_channels,
+        norm_num_groups=config.norm_num_groups,
+        sample_size=config.resolution,
+        scaling_factor=1.0,
     )
 
 
@@ -274,7 +289,7 @@ def _looks_like_path(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~", "\\")) or name.count("/") > 1
 
 
-def load_vae(name: str, subfolder: str | None = "vae") -> nn.Module:
+def load_vae(name: str, subfolder: str | None = "vae") -> Any:
     """``AutoencoderKL.from_pretrained`` from the hub cache or a local folder, safetensors only.
 
     Raises :class:`DataError` with one line saying what to fetch when it is not there (e.g. offline).
@@ -290,8 +305,9 @@ def load_vae(name: str, subfolder: str | None = "vae") -> nn.Module:
             raise DataError(f"cannot load the VAE {where}: {folder / 'config.json'} not found")
         name = str(Path(name).expanduser())
     try:
-        return AutoencoderKL.from_pretrained(name, subfolder=subfolder, use_safetensors=True,
-                                             low_cpu_mem_usage=is_accelerate_available())
+        return AutoencoderKL.from_pretrained(
+            name, subfolder=subfolder, use_safetensors=True, low_cpu_mem_usage=is_accelerate_available()
+        )
     except (OSError, ValueError) as e:  # offline / not cached: OSError; huggingface_hub's errors derive from it
         reason = " ".join(str(e).split())[:200]
         if local:

@@ -11,16 +11,22 @@ Shapes: B batch, K slots, D slot width, E cross-attention width, C latent channe
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
+from slotlab.errors import DataError
+from slotlab.fields import Fraction, PositiveFloat, PositiveInt
+from slotlab.models.base import Sampling, SlotModel
+from slotlab.models.image_autoencoder import ImageAutoencoder, load_image_autoencoder
 from slotlab.modules import SlotAttention
 from slotlab.modules.backbones import UNetBackbone
 from slotlab.modules.encoders import FeatureEncoder, conv_stack
+from slotlab.modules.slot_attention import SlotInit
 from slotlab.modules.slot_unet import SlotConditionedUNet, position_embedding_kind
 
 
@@ -28,42 +34,42 @@ from slotlab.modules.slot_unet import SlotConditionedUNet, position_embedding_ki
 class LatentSlotDiffusionConfig:
     """Everything that defines the architecture (saved as config.json beside the weights)."""
 
-    resolution: int = 256  # image side seen by the encoder (and by the autoencoder)
+    resolution: PositiveInt = 256  # image side seen by the encoder (and by the autoencoder)
     autoencoder: str = "stabilityai/stable-diffusion-2-1"  # hub id (subfolder vae) or a slotlab autoencoder folder
-    latent_channels: int = 4
-    latent_size: int = 32  # resolution / the autoencoder's downsampling factor
+    latent_channels: PositiveInt = 4
+    latent_size: PositiveInt = 32  # resolution / the autoencoder's downsampling factor
     # encoder backbone: "unet" (official feature net) or "cnn" (strided convs, for CPUs)
-    backbone: str = "unet"
-    backbone_channels: list[int] = field(default_factory=lambda: [128, 128, 256, 512])
-    backbone_out: int = 192
-    backbone_stride: int = 4  # unet: stem stride; cnn: ignored (use backbone_strides)
-    backbone_strides: list[int] | None = None  # cnn only
-    backbone_kernel: int = 5  # cnn only
-    backbone_layers_per_block: int = 1  # unet only
-    backbone_norm_groups: int = 16  # unet only
+    backbone: Literal["unet", "cnn"] = "unet"
+    backbone_channels: list[PositiveInt] = field(default_factory=lambda: [128, 128, 256, 512])
+    backbone_out: PositiveInt = 192
+    backbone_stride: PositiveInt = 4  # unet: stem stride; cnn: ignored (use backbone_strides)
+    backbone_strides: list[PositiveInt] | None = None  # cnn only
+    backbone_kernel: PositiveInt = 5  # cnn only
+    backbone_layers_per_block: PositiveInt = 1  # unet only
+    backbone_norm_groups: PositiveInt = 16  # unet only
     # Slot Attention
-    num_slots: int = 24
-    num_iterations: int = 3
-    slot_dim: int = 192
-    mlp_hidden: int = 192
-    slot_init: str = "gaussian"
+    num_slots: PositiveInt = 24
+    num_iterations: PositiveInt = 3
+    slot_dim: PositiveInt = 192
+    mlp_hidden: PositiveInt = 192
+    slot_init: SlotInit = "gaussian"
     implicit_grad: bool = False  # gradients through the last iteration only (Chang et al. 2022); off in the paper
-    attn_eps: float = 1e-6
+    attn_eps: PositiveFloat = 1e-6
     # decoder
-    decoder_channels: list[int] = field(default_factory=lambda: [192, 384, 768, 768])
-    decoder_layers_per_block: int = 2
-    decoder_attention_levels: int = 3
-    decoder_heads: int = 24
-    decoder_norm_groups: int = 24
-    cross_attention_dim: int = 192
+    decoder_channels: list[PositiveInt] = field(default_factory=lambda: [192, 384, 768, 768])
+    decoder_layers_per_block: PositiveInt = 2
+    decoder_attention_levels: PositiveInt = 3
+    decoder_heads: PositiveInt = 24
+    decoder_norm_groups: PositiveInt = 24
+    cross_attention_dim: PositiveInt = 192
     # embedding added before the decoder's self- and cross-attention: "cartesian" (official), "learned" or "none"
-    position_embedding: str | bool = "cartesian"  # True/False (older configs) read as "learned"/"none"
+    position_embedding: Literal["cartesian", "learned", "none"] | bool = "cartesian"  # True/False (older configs)
     # noise
-    num_train_timesteps: int = 1000
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    beta_schedule: str = "linear"
-    cond_dropout: float = 0.0  # probability of dropping an image's slots in training (classifier-free guidance)
+    num_train_timesteps: PositiveInt = 1000
+    beta_start: PositiveFloat = 0.00085
+    beta_end: PositiveFloat = 0.012
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    cond_dropout: Fraction = 0.0  # probability of dropping an image's slots in training (classifier-free guidance)
 
     def __post_init__(self):
         self.position_embedding = position_embedding_kind(self.position_embedding)
@@ -85,57 +91,95 @@ class LatentSlotDiffusionOutput:
     noise_pred: Tensor | None = None  # [B, C, h, w]
 
 
-class LatentSlotDiffusion(nn.Module, PyTorchModelHubMixin, library_name="slotlab", tags=["object-centric", "lsd"]):
-    """The LSD encoder and decoder. The image autoencoder is separate and frozen (latents come in)."""
+class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
+    """The LSD encoder and decoder. The image autoencoder is separate and frozen (latents come in); it is loaded
+    from ``config.autoencoder`` when first needed (:attr:`image_autoencoder`) and kept out of the weights."""
+
+    config_class = LatentSlotDiffusionConfig
+    config: LatentSlotDiffusionConfig
+    draws_images = decodes_latents = True
 
     def __init__(self, config: LatentSlotDiffusionConfig):
-        super().__init__()
+        super().__init__(config)
         from diffusers import DDPMScheduler
 
-        if isinstance(config, dict):
-            config = LatentSlotDiffusionConfig(**config)
-        self.config = c = config
+        c = self.config
         if c.backbone == "unet":
-            backbone = UNetBackbone(c.resolution, c.backbone_channels[0], c.backbone_stride, c.backbone_channels,
-                                    c.backbone_layers_per_block, c.backbone_out, c.backbone_norm_groups)
-            channels, side = c.backbone_out, backbone.feature_size
-        elif c.backbone == "cnn":
+            backbone: nn.Module = UNetBackbone(
+                c.resolution,
+                c.backbone_channels[0],
+                c.backbone_stride,
+                c.backbone_channels,
+                c.backbone_layers_per_block,
+                c.backbone_out,
+                c.backbone_norm_groups,
+            )
+            channels, side = c.backbone_out, int(backbone.feature_size)  # type: ignore[arg-type]
+        else:
             strides = c.backbone_strides or [1] * len(c.backbone_channels)
             backbone = conv_stack(3, c.backbone_channels, c.backbone_kernel, strides)
-            channels, side = c.backbone_channels[-1], c.resolution // int(torch.tensor(strides).prod())
-        else:
-            raise ValueError(f"unknown backbone {c.backbone!r}: use 'unet' or 'cnn'")
+            channels, side = c.backbone_channels[-1], c.resolution // math.prod(strides)
         self.encoder = FeatureEncoder(backbone, channels, side, c.slot_dim, ln_eps=1e-5, pixel_centres=True)
-        self.slot_attention = SlotAttention(c.num_slots, c.slot_dim, num_iterations=c.num_iterations,
-                                            mlp_hidden=c.mlp_hidden, eps=c.attn_eps, ln_eps=1e-5, init=c.slot_init,
-                                            implicit_grad=c.implicit_grad)
+        self.slot_attention = SlotAttention(
+            c.num_slots,
+            c.slot_dim,
+            num_iterations=c.num_iterations,
+            mlp_hidden=c.mlp_hidden,
+            eps=c.attn_eps,
+            ln_eps=1e-5,
+            init=c.slot_init,
+            implicit_grad=c.implicit_grad,
+        )
         self.to_condition = nn.Sequential(nn.LayerNorm(c.slot_dim), nn.Linear(c.slot_dim, c.cross_attention_dim))
-        self.decoder = SlotConditionedUNet(c.latent_size, c.latent_channels, c.decoder_channels,
-                                           c.decoder_layers_per_block, c.decoder_attention_levels,
-                                           c.cross_attention_dim, c.decoder_heads, c.decoder_norm_groups,
-                                           c.position_embedding)
-        self.noise_scheduler = DDPMScheduler(num_train_timesteps=c.num_train_timesteps, beta_start=c.beta_start,
-                                             beta_end=c.beta_end, beta_schedule=c.beta_schedule,
-                                             prediction_type="epsilon", clip_sample=False)  # latents are not in [-1, 1]
+        self.decoder = SlotConditionedUNet(
+            c.latent_size,
+            c.latent_channels,
+            c.decoder_channels,
+            c.decoder_layers_per_block,
+            c.decoder_attention_levels,
+            c.cross_attention_dim,
+            c.decoder_heads,
+            c.decoder_norm_groups,
+            c.position_embedding,
+        )
+        self.noise_scheduler: Any = DDPMScheduler(
+            num_train_timesteps=c.num_train_timesteps,
+            beta_start=c.beta_start,
+            beta_end=c.beta_end,
+            beta_schedule=c.beta_schedule,
+            prediction_type="epsilon",
+            clip_sample=False,
+        )  # latents are not in [-1, 1]
+
+        self._autoencoder: list[ImageAutoencoder] = []  # a list: not a submodule, not in the state dict
 
     @property
-    def feature_size(self) -> int:
-        return self.encoder.feature_size
+    def image_autoencoder(self) -> ImageAutoencoder:
+        """The frozen image autoencoder (``config.autoencoder``), loaded on first use, on this model's device."""
+        if not self._autoencoder:
+            self.use_autoencoder(load_image_autoencoder(self.config.autoencoder))
+        ae = self._autoencoder[0]
+        device = next(self.parameters()).device
+        if next(ae.parameters()).device != device:
+            ae.to(device)
+        return ae
 
-    def encode(self, images: Tensor, num_slots: int | None = None, num_iterations: int | None = None,
-               generator: torch.Generator | None = None):
-        """images [B, 3, R, R] -> SlotAttentionOutput (slots [B, K, D], attn [B, T, N, K])."""
-        r = self.config.resolution
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (r, r):
-            raise ValueError(f"expected images [B, 3, {r}, {r}], got {list(images.shape)}")
-        return self.slot_attention(self.encoder(images), num_slots, num_iterations, generator=generator)
+    def use_autoencoder(self, autoencoder: nn.Module) -> None:
+        """Decode through ``autoencoder`` (frozen, eval mode) instead of loading ``config.autoencoder``."""
+        assert isinstance(autoencoder, ImageAutoencoder), type(autoencoder)
+        self._autoencoder[:] = [autoencoder.eval().requires_grad_(False)]
 
     def condition(self, slots: Tensor) -> Tensor:
         """slots [B, K, D] -> the decoder's cross-attention input [B, K, E]."""
         return self.to_condition(slots)
 
-    def forward(self, images: Tensor, latents: Tensor, generator: torch.Generator | None = None,
-                num_iterations: int | None = None) -> LatentSlotDiffusionOutput:
+    def forward(
+        self,
+        images: Tensor,
+        latents: Tensor,
+        generator: torch.Generator | None = None,
+        num_iterations: int | None = None,
+    ) -> LatentSlotDiffusionOutput:
         """One training step's loss: noise the latents at a random t, predict the noise from the slots."""
         enc = self.encode(images, num_iterations=num_iterations, generator=generator)
         cond = self.condition(enc.slots)
@@ -143,8 +187,9 @@ class LatentSlotDiffusion(nn.Module, PyTorchModelHubMixin, library_name="slotlab
             keep = torch.rand(cond.shape[0], 1, 1, device=cond.device, generator=generator) >= self.config.cond_dropout
             cond = cond * keep
         noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype, generator=generator)
-        t = torch.randint(0, self.config.num_train_timesteps, (latents.shape[0],), device=latents.device,
-                          generator=generator)
+        t = torch.randint(
+            0, self.config.num_train_timesteps, (latents.shape[0],), device=latents.device, generator=generator
+        )
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         pred = self.decoder(noisy, t, cond)
         loss = F.mse_loss(pred.float(), noise.float())
@@ -160,9 +205,16 @@ class LatentSlotDiffusion(nn.Module, PyTorchModelHubMixin, library_name="slotlab
         return cls.from_config(self.noise_scheduler.config)
 
     @torch.no_grad()
-    def generate(self, slots: Tensor, steps: int = 25, sampler: str = "dpm", guidance: float = 1.0,
-                 generator: torch.Generator | None = None, known: Tensor | None = None,
-                 keep: Tensor | None = None) -> Tensor:
+    def generate(
+        self,
+        slots: Tensor,
+        steps: int = 25,
+        sampler: str = "dpm",
+        guidance: float = 1.0,
+        generator: torch.Generator | None = None,
+        known: Tensor | None = None,
+        keep: Tensor | None = None,
+    ) -> Tensor:
         """Decode latents [B, C, h, w] from slots [B, K, D] by reverse diffusion from noise.
 
         ``guidance`` > 1 mixes in the unconditional prediction (zero condition, as in training with
@@ -181,23 +233,62 @@ class LatentSlotDiffusion(nn.Module, PyTorchModelHubMixin, library_name="slotlab
         scheduler.set_timesteps(steps, device=slots.device)
         shape = (slots.shape[0], c.latent_channels, c.latent_size, c.latent_size)
         noise = torch.randn(shape, device=slots.device, dtype=cond.dtype, generator=generator)
-        if known is not None and (known.shape != noise.shape or keep.shape != (shape[0], 1, *shape[2:])):
-            raise ValueError(f"known {list(known.shape)} and keep {list(keep.shape)} must be {list(shape)} and "
-                             f"{[shape[0], 1, *shape[2:]]}")
+        if (
+            known is not None
+            and keep is not None
+            and (known.shape != noise.shape or keep.shape != (shape[0], 1, *shape[2:]))
+        ):
+            raise ValueError(
+                f"known {list(known.shape)} and keep {list(keep.shape)} must be {list(shape)} and "
+                f"{[shape[0], 1, *shape[2:]]}"
+            )
         x = noise * scheduler.init_noise_sigma
         timesteps = scheduler.timesteps
         for step, t in enumerate(timesteps):
             inp = scheduler.scale_model_input(x, t)
             ts = t.expand(x.shape[0]).to(slots.device)
             if guidance != 1.0:
-                eps_c, eps_u = self.decoder(torch.cat([inp, inp]), torch.cat([ts, ts]),
-                                            torch.cat([cond, torch.zeros_like(cond)])).chunk(2)
+                eps_c, eps_u = self.decoder(
+                    torch.cat([inp, inp]), torch.cat([ts, ts]), torch.cat([cond, torch.zeros_like(cond)])
+                ).chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
             else:
                 eps = self.decoder(inp, ts, cond)
             x = scheduler.step(eps, t, x).prev_sample
-            if known is not None:
+            if known is not None and keep is not None:
                 last = step == len(timesteps) - 1
                 target = known if last else scheduler.add_noise(known, noise, timesteps[step + 1 : step + 2])
                 x = torch.lerp(x, target.to(x.dtype), keep.to(x.dtype))
         return x
+
+    def decode(
+        self, slots: Tensor, sampling: Sampling | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """slots [B, K', D] -> images [B, 3, R, R] in [-1, 1]: reverse diffusion from noise, then the image
+        autoencoder's decoder."""
+        return self.render(slots, sampling, generator)
+
+    @torch.no_grad()
+    def render(
+        self,
+        slots: Tensor,
+        sampling: Sampling | None = None,
+        generator: torch.Generator | None = None,
+        keep_from: Tensor | None = None,
+        region: Tensor | None = None,
+    ) -> Tensor:
+        """As :meth:`decode`; with ``keep_from`` images and ``region`` bool [B, R, R], blended sampling over the
+        latents of ``keep_from`` (every latent cell that touches the region is generated), so the drawn region fits
+        its surroundings."""
+        s = sampling or Sampling()
+        ae = self.image_autoencoder
+        known = keep = None
+        if region is not None:
+            if keep_from is None:
+                raise DataError("a region to redraw needs the images to keep the rest from")
+            known = ae.encode(keep_from, sample=False).float()
+            keep = 1 - F.adaptive_max_pool2d(region[:, None].float(), known.shape[-2:])
+        latents = self.generate(
+            slots, steps=s.steps, sampler=s.sampler, guidance=s.guidance, generator=generator, known=known, keep=keep
+        )
+        return ae.decode(latents.float(), clamp=True).float()

@@ -10,10 +10,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
-from slotlab.models.common import init_weights, slot_encoder
+from slotlab.fields import NonNegativeInt, PositiveFloat, PositiveInt
+from slotlab.models.base import SlotModel
+from slotlab.models.common import SlotFrame, SlotInit, WeightInit, init_weights, slot_encoder
 from slotlab.modules import pose_dims
 
 
@@ -21,24 +22,24 @@ from slotlab.modules import pose_dims
 class SlotSetPredictorConfig:
     """Everything that defines the architecture (saved as config.json beside the weights)."""
 
-    resolution: int = 128
-    num_slots: int = 10
-    num_iterations: int = 3
-    slot_dim: int = 64
-    mlp_hidden: int = 128
-    slot_init: str = "gaussian"
+    resolution: PositiveInt = 128
+    num_slots: PositiveInt = 10
+    num_iterations: PositiveInt = 3
+    slot_dim: PositiveInt = 64
+    mlp_hidden: PositiveInt = 128
+    slot_init: SlotInit = "gaussian"
     implicit_grad: bool = False
-    slot_frame: str = "none"  # Invariant Slot Attention: "translation" or "translation_scale" reference frames
-    slot_scale_factor: float = 1.0  # with translation_scale: relative grid (grid - position) / (factor * scale)
-    weight_init: str = "keras"
-    attn_eps: float = 1e-8
-    ln_eps: float = 1e-3
-    encoder_channels: list[int] = field(default_factory=lambda: [64, 64, 64, 64])
-    encoder_strides: list[int] | None = field(default_factory=lambda: [1, 2, 2, 1])  # 128 px -> 32x32 features
-    encoder_kernel: int = 5
-    encoder_pos_frequencies: int = 0
-    head_hidden: int = 64
-    num_outputs: int = 19
+    slot_frame: SlotFrame = "none"  # Invariant Slot Attention: "translation" or "translation_scale" reference frames
+    slot_scale_factor: PositiveFloat = 1.0  # with translation_scale: relative grid (grid - position) / (factor * scale)
+    weight_init: WeightInit = "keras"
+    attn_eps: PositiveFloat = 1e-8
+    ln_eps: PositiveFloat = 1e-3
+    encoder_channels: list[PositiveInt] = field(default_factory=lambda: [64, 64, 64, 64])
+    encoder_strides: list[PositiveInt] | None = field(default_factory=lambda: [1, 2, 2, 1])  # 128 px -> 32x32 features
+    encoder_kernel: PositiveInt = 5
+    encoder_pos_frequencies: NonNegativeInt = 0
+    head_hidden: PositiveInt = 64
+    num_outputs: PositiveInt = 19
 
     @property
     def slot_width(self) -> int:
@@ -57,32 +58,37 @@ class SetPredictionOutput:
     loss: Tensor | None = None  # Hungarian Huber loss when targets are given
 
 
-class SlotSetPredictor(nn.Module, PyTorchModelHubMixin, library_name="slotlab", tags=["object-centric", "slot-attention"]):
+class SlotSetPredictor(SlotModel, tags=["slot-attention"]):
     """Predicts the set of objects in an image. Images are [B, 3, H, W] scaled to [-1, 1]."""
 
+    config_class = SlotSetPredictorConfig
+    config: SlotSetPredictorConfig
+
     def __init__(self, config: SlotSetPredictorConfig):
-        super().__init__()
-        if isinstance(config, dict):
-            config = SlotSetPredictorConfig(**config)
-        self.config = c = config
+        super().__init__(config)
+        c = self.config
         self.encoder, self.slot_attention = slot_encoder(c)
-        self.head = nn.Sequential(nn.Linear(c.slot_width, c.head_hidden), nn.ReLU(inplace=True),
-                                  nn.Linear(c.head_hidden, c.num_outputs))
+        self.head = nn.Sequential(
+            nn.Linear(c.slot_width, c.head_hidden), nn.ReLU(inplace=True), nn.Linear(c.head_hidden, c.num_outputs)
+        )
         init_weights(self, c.weight_init)
 
-    @property
-    def feature_size(self) -> int:
-        return self.encoder.feature_size
+    def decode(self, slots: Tensor) -> Tensor:
+        """slots [B, K, D] -> predictions [B, K, F] in (0, 1): one object per slot (sigmoid of the head)."""
+        return torch.sigmoid(self.head(slots).float())
 
-    def forward(self, images: Tensor, targets: Tensor | None = None, num_slots: int | None = None,
-                num_iterations: int | None = None, generator: torch.Generator | None = None) -> SetPredictionOutput:
+    def forward(
+        self,
+        images: Tensor,
+        targets: Tensor | None = None,
+        num_slots: int | None = None,
+        num_iterations: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> SetPredictionOutput:
         """images [B, 3, R, R], optional targets [B, M, F] (M <= K, zero rows = no object)."""
         from slotlab.losses import hungarian_huber_loss
 
-        r = self.config.resolution
-        if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (r, r):
-            raise ValueError(f"expected images [B, 3, {r}, {r}], got {list(images.shape)}")
-        enc = self.slot_attention(self.encoder(images), num_slots, num_iterations, generator=generator)
-        predictions = torch.sigmoid(self.head(enc.slots).float())
+        enc = self.encode(images, num_slots, num_iterations, generator)
+        predictions = self.decode(enc.slots)
         loss = None if targets is None else hungarian_huber_loss(predictions, targets).loss
         return SetPredictionOutput(predictions, enc.slots, enc.attn, loss)

@@ -60,10 +60,13 @@ class SpatialBroadcastDecoder(nn.Module):
                 raise ValueError(f"decoder strides must be 1 or 2, got {s}")
             size *= s
         if size != resolution:
-            raise ValueError(f"decoder outputs {size}x{size} (broadcast {broadcast_size}, strides {strides}) but the model works at {resolution}")
+            raise ValueError(
+                f"decoder outputs {size}x{size} (broadcast {broadcast_size}, strides {strides}) but the model works "
+                f"at {resolution}"
+            )
         self.broadcast_size, self.pose_dims = broadcast_size, pose_dims
         if pose_dims:
-            self.pos = RelativePositionEmbedding(slot_dim, broadcast_size, pose_scale_factor)
+            self.pos: nn.Module = RelativePositionEmbedding(slot_dim, broadcast_size, pose_scale_factor)
         else:
             self.pos = SoftPositionEmbedding(slot_dim, (broadcast_size, broadcast_size), pos_frequencies)
         layers: list[nn.Module] = []

@@ -16,7 +16,10 @@ def conv_stack(in_channels: int, channels: Sequence[int], kernel_size: int, stri
         raise ValueError(f"{len(channels)} conv channels but {len(strides)} strides")
     layers: list[nn.Module] = []
     for out_channels, stride in zip(channels, strides):
-        layers += [nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2),
+            nn.ReLU(inplace=True),
+        ]
         in_channels = out_channels
     return nn.Sequential(*layers)
 
@@ -29,13 +32,25 @@ class FeatureEncoder(nn.Module):
     ``position_embedding=False`` leaves positions out (Invariant Slot Attention adds them per slot itself).
     """
 
-    def __init__(self, backbone: nn.Module, channels: int, feature_size: int, out_dim: int = 64, ln_eps: float = 1e-3,
-                 pos_frequencies: int = 0, pixel_centres: bool = False, position_embedding: bool = True):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        channels: int,
+        feature_size: int,
+        out_dim: int = 64,
+        ln_eps: float = 1e-3,
+        pos_frequencies: int = 0,
+        pixel_centres: bool = False,
+        position_embedding: bool = True,
+    ):
         super().__init__()
         self.backbone = backbone
         self.feature_size = feature_size
-        self.pos = (SoftPositionEmbedding(channels, (feature_size, feature_size), pos_frequencies, pixel_centres)
-                    if position_embedding else nn.Identity())
+        self.pos = (
+            SoftPositionEmbedding(channels, (feature_size, feature_size), pos_frequencies, pixel_centres)
+            if position_embedding
+            else nn.Identity()
+        )
         self.norm = nn.LayerNorm(channels, eps=ln_eps)
         self.mlp = SlotMLP(channels, out_dim, out_dim)
 
@@ -76,5 +91,13 @@ class CNNEncoder(FeatureEncoder):
             downsample *= s
         if resolution % downsample:
             raise ValueError(f"resolution {resolution} is not divisible by the encoder's total stride {downsample}")
-        super().__init__(conv_stack(in_channels, channels, kernel_size, strides), channels[-1], resolution // downsample,
-                         out_dim, ln_eps, pos_frequencies, pixel_centres, position_embedding)
+        super().__init__(
+            conv_stack(in_channels, channels, kernel_size, strides),
+            channels[-1],
+            resolution // downsample,
+            out_dim,
+            ln_eps,
+            pos_frequencies,
+            pixel_centres,
+            position_embedding,
+        )

@@ -1,4 +1,5 @@
-"""The FID variant of Inception-v3 (pool3 features) and an offline-safe loader for its standard weights.
+"""The FID variant of Inception-v3 (pool3 features). Its standard weights are loaded (and downloaded, checked) by
+:func:`slotlab.metrics.fid.load_fid_inception`: modules never touch the network.
 
 The network is the one that pytorch-fid ports from the TensorFlow graph used by the original FID code (TTUR):
 torchvision's Inception-v3 layout (``Conv2d_1a_3x3`` ... ``Mixed_7c``, no auxiliary head, a 1008-way ``fc``) with
@@ -12,40 +13,15 @@ the FID-specific blocks:
 and returns the 2048-d global average of ``Mixed_7c`` (TensorFlow's ``pool3``). ``fc`` is kept only so that the
 published state dict loads strictly; :meth:`FIDInceptionV3.logits` uses it.
 
-:func:`load_fid_inception` loads ``pt_inception-2015-12-05-6726825d.pth`` (tensors only, ``weights_only=True``) from a
-given path or from a cache folder, downloading it there when allowed, and checks its SHA-256.
 """
 
 from __future__ import annotations
-
-import hashlib
-import os
-import re
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from slotlab.errors import DataError
-
-__all__ = [
-    "FID_WEIGHTS_NAME",
-    "FID_WEIGHTS_SHA256",
-    "FID_WEIGHTS_URL",
-    "FIDInceptionV3",
-    "default_cache_dir",
-    "load_fid_inception",
-]
-
-FID_WEIGHTS_URL = (
-    "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
-)
-FID_WEIGHTS_NAME = "pt_inception-2015-12-05-6726825d.pth"
-# torch.hub naming convention: the hex group before the extension is a prefix of the file's SHA-256. The full digest
-# (95,628,359 bytes) is the one several independent projects pin for this exact release file.
-FID_WEIGHTS_SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
-_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
+__all__ = ["FIDInceptionV3"]
 
 
 class BasicConv2d(nn.Module):
@@ -221,101 +197,22 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, kernel_size=3, stride=2)
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))
         x = F.max_pool2d(x, kernel_size=3, stride=2)
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)
         return x.mean(dim=(2, 3))
 
     def logits(self, images: Tensor) -> Tensor:
         """The 1008-way classifier on the pool3 features (index 0 is TensorFlow's background class)."""
         return self.fc(self.forward(images))
-
-
-def default_cache_dir() -> Path:
-    """``$SLOTLAB_CACHE`` if set, else ``~/.cache/slotlab``."""
-    return Path(os.environ.get("SLOTLAB_CACHE") or Path.home() / ".cache" / "slotlab").expanduser()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _check_hash(path: Path) -> None:
-    """Full digest for the known file name; otherwise the torch.hub ``name-<sha256 prefix>.ext`` convention."""
-    expected = FID_WEIGHTS_SHA256 if path.name == FID_WEIGHTS_NAME else None
-    if expected is None and (m := _HASH_IN_NAME.search(path.name)):
-        expected = m.group(1)
-    if expected is None:
-        return
-    digest = _sha256(path)
-    if not digest.startswith(expected):
-        raise DataError(f"{path}: SHA-256 {digest[:16]}... does not match {expected[:16]}...; the file is corrupt or "
-                        f"not the FID weights, delete it and fetch {FID_WEIGHTS_URL} again")
-
-
-def _missing_message(dest: Path) -> str:
-    return (f"FID Inception weights not found at {dest}: download {FID_WEIGHTS_URL} and put it at {dest} "
-            f"(or pass --inception PATH)")
-
-
-def _load_state_dict(model: FIDInceptionV3, path: Path) -> None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # any unpickling/format failure means a bad file
-        reason = (str(e).strip().splitlines() or [""])[0]
-        raise DataError(f"{path}: cannot read as a PyTorch state dict ({type(e).__name__}: {reason})") from None
-    if not isinstance(state, dict):
-        raise DataError(f"{path}: expected a state dict, found {type(state).__name__}")
-    ours = model.state_dict()
-    # BatchNorm fills a missing num_batches_tracked itself (old state dicts lack it); compare the rest.
-    expected = {k for k in ours if not k.endswith("num_batches_tracked")}
-    found = {k for k in state if not k.endswith("num_batches_tracked")}
-    missing, unexpected = sorted(expected - found), sorted(found - expected)
-    shapes = sorted(k for k in expected & found if tuple(state[k].shape) != tuple(ours[k].shape))
-    if missing or unexpected or shapes:
-        parts = [f"{name} ({len(keys)}): {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}"
-                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if keys]
-        raise DataError(f"{path}: not the FID Inception state dict; " + "; ".join(parts))
-    model.load_state_dict(state, strict=True)
-
-
-def load_fid_inception(path: str | os.PathLike | None = None, download: bool = True,
-                       cache_dir: str | os.PathLike | None = None, progress: bool = True) -> FIDInceptionV3:
-    """The FID Inception-v3 with the standard weights, in ``eval()`` mode, gradients off.
-
-    ``path``: a local weights file (must exist). Without it the file is looked up as ``FID_WEIGHTS_NAME`` in
-    ``cache_dir`` (default :func:`default_cache_dir`) and downloaded there from ``FID_WEIGHTS_URL`` when
-    ``download`` is true. The SHA-256 is checked, and only tensors are unpickled (``weights_only=True``).
-    Raises :class:`slotlab.errors.DataError` (one line naming the URL and where to put the file) otherwise.
-    """
-    downloaded = False
-    if path is not None:
-        dest = Path(path).expanduser()
-        if not dest.is_file():
-            raise DataError(_missing_message(dest))
-    else:
-        dest = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        dest = dest / FID_WEIGHTS_NAME
-        if not dest.is_file():
-            if not download:
-                raise DataError(_missing_message(dest))
-            from slotlab.data.download import fetch
-
-            try:
-                fetch(FID_WEIGHTS_URL, dest, progress=progress)
-            except DataError as e:
-                raise DataError(f"{_missing_message(dest)}; the automatic download failed") from e
-            downloaded = True
-    try:
-        _check_hash(dest)
-    except DataError:
-        if downloaded:
-            dest.unlink(missing_ok=True)  # a bad download must not stick in the cache
-        raise
-    model = FIDInceptionV3()
-    _load_state_dict(model, dest)
-    return model.eval().requires_grad_(False)

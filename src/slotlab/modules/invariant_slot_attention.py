@@ -58,6 +58,8 @@ class InvariantSlotAttention(SlotAttention):
     model; pass ``slots`` [B, K, D + P] to choose features and poses yourself.
     """
 
+    grid: Tensor
+
     def __init__(
         self,
         num_slots: int,
@@ -141,8 +143,10 @@ class InvariantSlotAttention(SlotAttention):
             feats = self.initial_slots(inputs.shape[0], num_slots, generator)
             slots = torch.cat([feats, self.initial_poses(inputs.shape[0], num_slots, generator).to(feats.dtype)], -1)
         elif slots.shape[-1] != self.dim + self.pose_dims or slots.shape[1] != num_slots:
-            raise ValueError(f"slots must be [B, {num_slots}, {self.dim + self.pose_dims}] (features and pose), "
-                             f"got {list(slots.shape)}")
+            raise ValueError(
+                f"slots must be [B, {num_slots}, {self.dim + self.pose_dims}] (features and pose), "
+                f"got {list(slots.shape)}"
+            )
         init_slots = slots
         feats, positions, scales = self.split(slots)
         positions = positions.float().clamp(-1, 1)
@@ -162,5 +166,6 @@ class InvariantSlotAttention(SlotAttention):
                     feats = self.update(feats, updates)
             attns.append(attn)
         pose = [positions] if scales is None else [positions, scales]
-        return SlotAttentionOutput(slots=torch.cat([feats, *pose], dim=-1), attn=torch.stack(attns, dim=1),
-                                   init_slots=init_slots)
+        return SlotAttentionOutput(
+            slots=torch.cat([feats, *pose], dim=-1), attn=torch.stack(attns, dim=1), init_slots=init_slots
+        )

@@ -59,7 +59,11 @@ class SoftPositionEmbedding(nn.Module):
     places the grid at pixel centres (LSD) instead of ``linspace(0, 1)`` (Slot Attention).
     """
 
-    def __init__(self, channels: int, resolution: tuple[int, int], num_frequencies: int = 0, pixel_centres: bool = False):
+    grid: Tensor
+
+    def __init__(
+        self, channels: int, resolution: tuple[int, int], num_frequencies: int = 0, pixel_centres: bool = False
+    ):
         super().__init__()
         self.proj = nn.Linear(4 + 4 * num_frequencies, channels)
         grid = build_grid(*resolution, pixel_centres=pixel_centres)
@@ -71,7 +75,9 @@ class SoftPositionEmbedding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-2:] != self.grid.shape[-2:]:
-            raise ValueError(f"feature map is {tuple(x.shape[-2:])}, position embedding built for {tuple(self.grid.shape[-2:])}")
+            raise ValueError(
+                f"feature map is {tuple(x.shape[-2:])}, position embedding built for {tuple(self.grid.shape[-2:])}"
+            )
         return x + self.embedding().to(x.dtype)
 
 
@@ -82,6 +88,8 @@ class RelativePositionEmbedding(nn.Module):
     [B, K, C, S, S]. The grid is :func:`position_grid`, as :class:`slotlab.modules.InvariantSlotAttention`'s, and
     ``scale_factor`` must be the module's. Scales (which edits may set) are clipped below at ``min_scale``.
     """
+
+    grid: Tensor
 
     def __init__(self, channels: int, size: int, scale_factor: float = 1.0, min_scale: float = 0.001):
         super().__init__()
@@ -94,6 +102,8 @@ class RelativePositionEmbedding(nn.Module):
         if s != self.size:
             raise ValueError(f"broadcast grid is {s}x{s}, position embedding built for {self.size}x{self.size}")
         scales = None if scales is None else scales.float().clamp_min(self.min_scale)
-        rel = relative_grid(self.grid, positions.float(), scales, self.scale_factor)  # in float32, then in the layer's dtype
+        rel = relative_grid(
+            self.grid, positions.float(), scales, self.scale_factor
+        )  # in float32, then in the layer's dtype
         emb = self.proj(rel.to(self.proj.weight.dtype))
         return x + emb.transpose(2, 3).reshape(b, k, c, s, s).to(x.dtype)  # [B, K, N, C] -> [B, K, C, S, S]

@@ -155,7 +155,9 @@ class SlotAttention(nn.Module):
                 slots = slots.detach()
                 # keep a path to the initial-slot parameters (straight-through), as Chang et al. do
                 slots = slots + init_slots - init_slots.detach()
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not (self.implicit_grad and it < num_iterations - 1)):
+            with torch.set_grad_enabled(
+                torch.is_grad_enabled() and not (self.implicit_grad and it < num_iterations - 1)
+            ):
                 slots, attn = self.step(slots, k, v)
             attns.append(attn)
         return SlotAttentionOutput(slots=slots, attn=torch.stack(attns, dim=1), init_slots=init_slots)

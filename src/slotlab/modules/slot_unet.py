@@ -15,6 +15,7 @@ The embeddings live on :class:`SlotConditionedUNet` (``pos_embeds``), so they ar
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +32,7 @@ class CartesianEmbedding(SoftPositionEmbedding):
     def __init__(self, side: int, channels: int):
         super().__init__(channels, (side, side), pixel_centres=True)
 
-    def forward(self) -> Tensor:
+    def forward(self) -> Tensor:  # type: ignore[override]  # a token table, not an embedding added to an input
         return self.embedding().flatten(2).transpose(1, 2)
 
 
@@ -49,11 +50,20 @@ class PositionalAttnProcessor:
         self.pos = pos
         self.attention = AttnProcessor2_0()
 
-    def __call__(self, attn, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
-                 attention_mask: Tensor | None = None, temb: Tensor | None = None, *args, **kwargs) -> Tensor:
+    def __call__(
+        self,
+        attn,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+        *args,
+        **kwargs,
+    ) -> Tensor:
         pos = self.pos() if isinstance(self.pos, nn.Module) else self.pos
-        return self.attention(attn, hidden_states + pos.to(hidden_states.dtype), encoder_hidden_states,
-                              attention_mask, temb)
+        return self.attention(
+            attn, hidden_states + pos.to(hidden_states.dtype), encoder_hidden_states, attention_mask, temb
+        )
 
 
 class SlotConditionedUNet(nn.Module):
@@ -64,9 +74,18 @@ class SlotConditionedUNet(nn.Module):
     ``position_embedding``: ``"cartesian"``, ``"learned"`` or ``"none"`` (``True``/``False`` read as learned/none).
     """
 
-    def __init__(self, sample_size: int, latent_channels: int = 4, block_out_channels: Sequence[int] = (192, 384, 768, 768),
-                 layers_per_block: int = 2, num_attention_levels: int = 3, cross_attention_dim: int = 192,
-                 attention_heads: int = 8, norm_num_groups: int = 32, position_embedding: str | bool = "cartesian"):
+    def __init__(
+        self,
+        sample_size: int,
+        latent_channels: int = 4,
+        block_out_channels: Sequence[int] = (192, 384, 768, 768),
+        layers_per_block: int = 2,
+        num_attention_levels: int = 3,
+        cross_attention_dim: int = 192,
+        attention_heads: int = 8,
+        norm_num_groups: int = 32,
+        position_embedding: str | bool = "cartesian",
+    ):
         super().__init__()
         from diffusers import UNet2DConditionModel
         from diffusers.models.attention_processor import Attention
@@ -75,17 +94,23 @@ class SlotConditionedUNet(nn.Module):
         n = len(block_out_channels)
         down = tuple("CrossAttnDownBlock2D" if i < num_attention_levels else "DownBlock2D" for i in range(n))
         up = tuple(reversed(["CrossAttnUpBlock2D" if i < num_attention_levels else "UpBlock2D" for i in range(n)]))
-        self.unet = UNet2DConditionModel(
-            sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
-            block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block, down_block_types=down,
-            up_block_types=up, cross_attention_dim=cross_attention_dim, attention_head_dim=attention_heads,
+        self.unet: Any = UNet2DConditionModel(
+            sample_size=sample_size,
+            in_channels=latent_channels,
+            out_channels=latent_channels,
+            block_out_channels=tuple(block_out_channels),
+            layers_per_block=layers_per_block,
+            down_block_types=down,
+            up_block_types=up,
+            cross_attention_dim=cross_attention_dim,
+            attention_head_dim=attention_heads,
             norm_num_groups=norm_num_groups,
         )
         self.pos_embeds = nn.ParameterDict() if kind == "learned" else nn.ModuleDict()
         if kind == "none":
             return
         processors = {}
-        for name, module in self.unet.named_modules():
+        for name, module in self.unet.named_modules():  # type: ignore[attr-defined]
             if not isinstance(module, Attention):
                 continue
             side, width = sample_size // 2 ** _level(name, n), module.to_q.in_features
@@ -95,9 +120,9 @@ class SlotConditionedUNet(nn.Module):
             else:  # one embedding per transformer block: its attn1 and attn2 share it
                 key = name.rsplit(".", 1)[0].replace(".", "_")
                 if key not in self.pos_embeds:
-                    self.pos_embeds[key] = nn.Parameter(torch.randn(1, side * side, width) * 0.02)
+                    self.pos_embeds[key] = nn.Parameter(torch.randn(1, side * side, width) * 0.02)  # type: ignore[assignment]
             processors[f"{name}.processor"] = PositionalAttnProcessor(self.pos_embeds[key])
-        self.unet.set_attn_processor(processors)
+        self.unet.set_attn_processor(processors)  # type: ignore[attr-defined]
 
     def forward(self, latents: Tensor, timesteps: Tensor, slots: Tensor) -> Tensor:
         return self.unet(latents, timesteps, encoder_hidden_states=slots).sample

@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import torch
 
-from slotlab.metrics.image import image_mse, psnr
-from slotlab.models.image_autoencoder import ImageAutoencoder
 from slotlab.training.base import SlotModule
 
 
 class AutoencoderModule(SlotModule):
-    """Trains an :class:`ImageAutoencoder` (``config.model`` an ``ImageAutoencoderConfig``) with MSE + KL.
+    """Trains an :class:`~slotlab.models.image_autoencoder.ImageAutoencoder` with MSE + KL.
 
-    Validation reconstructs from the posterior mode (what the cached latents hold) and logs ``val/mse`` and
-    ``val/psnr`` (per image, 10 log10(4 / mse) for images in [-1, 1], averaged over images).
+    Validation (the kind's evaluator) reconstructs from the posterior mode (what the cached latents hold) and logs
+    ``val/mse`` and ``val/psnr`` (per image, 10 log10(4 / mse) for images in [-1, 1], averaged over images).
     """
 
     scaling_batches = 16  # training batches that the scaling factor is estimated from
-
-    def build_model(self, config) -> ImageAutoencoder:
-        return ImageAutoencoder(config.model)
+    resave_last_checkpoint = True  # last.ckpt again after fitting, now with the scaling factor
 
     def training_step(self, batch, batch_idx):
         out = self._forward(self._images(batch))
@@ -33,13 +29,6 @@ class AutoencoderModule(SlotModule):
         self.log("train/loss", out.loss, prog_bar=True)
         self.log_dict({"train/mse": out.mse, "train/kl": out.kl})
         return out.loss
-
-    def validation_step(self, batch, batch_idx):
-        images = self._images(batch)
-        out = self.model(images, sample=False)
-        n = images.shape[0]
-        self.log("val/mse", image_mse(out.reconstruction, images).mean(), sync_dist=True, batch_size=n)
-        self.log("val/psnr", psnr(out.reconstruction, images).mean(), prog_bar=True, sync_dist=True, batch_size=n)
 
     def on_train_end(self):
         if self.model.needs_scaling_estimate and self._trainer is not None:
@@ -56,7 +45,7 @@ class AutoencoderModule(SlotModule):
         moments = self.model.latent_moments(dataloader, max_batches or self.scaling_batches, self.config.trainer.seed)
         if self._trainer is not None and self._trainer.world_size > 1:
             moments = self.all_gather(moments.to(self.device))
-            moments = moments.sum(0) if moments.ndim == 2 else moments
+            moments = moments.sum(0) if moments.ndim == 2 else moments  # type: ignore[union-attr]
         value = self.model.scaling_from_moments(moments)
         self.model.train(was_training)
         return value

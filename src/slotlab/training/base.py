@@ -1,55 +1,93 @@
-"""What every slotlab Lightning module shares: config in, model built from it, speed switches, Adam with the
-official warm-up + exponential decay, gradient clipping and the NaN check."""
+"""What every slotlab Lightning module shares: the experiment config in, the model and the kind's evaluator from the
+registry (:meth:`slotlab.kinds.ModelKind.build_module`), speed switches, Adam with the official warm-up +
+exponential decay, gradient clipping, the NaN check, and validation through the evaluator (the metric path that
+``slotlab eval`` uses too)."""
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from slotlab.config import ExperimentConfig, config_from_dict
+from slotlab.data.datasets import SceneDataset
 from slotlab.errors import ConfigError, TrainingError
+from slotlab.evaluation import Evaluator
 from slotlab.training.schedules import warmup_exponential_decay
+
+if TYPE_CHECKING:
+    from slotlab.config import ExperimentConfig
 
 
 class SlotModule(L.LightningModule):
-    """Subclasses build ``self.model`` in :meth:`build_model` and define the training and validation steps."""
+    """Trains ``model`` as ``config`` says. Subclasses define :meth:`training_step`; validation runs the evaluator
+    on every batch and logs its metrics (``val/...``) at the end of the epoch."""
 
-    def __init__(self, config: ExperimentConfig | dict):
+    needs: ClassVar[tuple[str, ...]] = ()  # batch fields the training step reads beside "image" (e.g. "targets")
+    resave_last_checkpoint: ClassVar[bool] = False  # fitting changes the model at its end: save last.ckpt again
+
+    @classmethod
+    def check_data(cls, config: ExperimentConfig, train_set: SceneDataset) -> None:
+        """A one-line :class:`ConfigError` when the training data cannot train this kind."""
+        missing = [
+            f for f in cls.needs if f not in train_set.extra and not (f == "labels" and train_set.labels is not None)
+        ]
+        if missing:
+            raise ConfigError(
+                f"task {config.task} needs a dataset with {', '.join(missing)} (e.g. clevr for "
+                f"targets), not {config.data.dataset!r}"
+            )
+
+    model: Any  # the kind's model
+
+    def __init__(self, config: ExperimentConfig, model: nn.Module, evaluator: Evaluator, monitor: str | None = None):
         super().__init__()
-        if isinstance(config, dict):
-            config = config_from_dict(config)
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
-        self.model = self.build_model(config)
+        self.model = model
+        self.evaluator, self.monitor = evaluator, monitor  # monitor: the metric shown in the progress bar
+        self.val_metrics = evaluator.metrics()
+        self.last_validation: dict[str, float] = {}  # what the last validation computed, unrounded
         self.channels_last = config.trainer.channels_last
         if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         # a compiled bound method, not a module, so the weights are not registered twice
         self._forward = torch.compile(self.model.forward) if config.trainer.compile else self.model.forward
 
-    def build_model(self, config: ExperimentConfig) -> nn.Module:
-        raise NotImplementedError
-
-    def _images(self, batch) -> torch.Tensor:
+    def _images(self, batch) -> Tensor:
         images = batch["image"]
         return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
-    def _check_finite(self, loss: torch.Tensor) -> None:
+    def _check_finite(self, loss: Tensor) -> None:
         if not torch.isfinite(loss):
-            raise TrainingError(f"the training loss became {loss.item()} at step {self.global_step}; lower optim.lr or check the data")
+            raise TrainingError(
+                f"the training loss became {loss.item()} at step {self.global_step}; lower optim.lr or check the data"
+            )
+
+    def validation_batch(self, batch: dict) -> dict:
+        """The batch as the evaluator gets it (subclasses add what validation needs, e.g. LSD's latents)."""
+        return {**batch, "image": self._images(batch)}
+
+    def validation_step(self, batch, batch_idx):
+        g = torch.Generator(device=self.device).manual_seed(self.config.trainer.seed + batch_idx)
+        self.evaluator.update(self.model, self.validation_batch(batch), self.val_metrics, g)
+
+    def on_validation_epoch_end(self):
+        values = self.val_metrics.compute()  # reduced over DDP ranks: the same on every rank
+        self.val_metrics.reset()
+        self.last_validation = values
+        logged = {f"val/{k}": float(v) for k, v in values.items() if k != "num_objects"}
+        shown = {k: v for k, v in logged.items() if k == self.monitor}
+        self.log_dict(shown, prog_bar=True)
+        self.log_dict({k: v for k, v in logged.items() if k not in shown}, prog_bar=False)
 
     def configure_optimizers(self):
         o = self.config.optim
         params = [p for p in self.model.parameters() if p.requires_grad]
-        if o.optimizer == "adam":
-            optimizer = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
-        elif o.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay)
-        else:
-            raise ConfigError(f"optim.optimizer must be 'adam' or 'adamw', got {o.optimizer!r}")
+        optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.optimizer]
+        optimizer = optimizer_class(params, lr=o.lr, weight_decay=o.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_exponential_decay(step, o.warmup_steps, o.decay_rate, o.decay_steps)
         )
@@ -59,14 +97,3 @@ class SlotModule(L.LightningModule):
         clip = self.config.optim.grad_clip
         if clip is not None and not math.isinf(clip):
             self.clip_gradients(optimizer, gradient_clip_val=clip, gradient_clip_algorithm="norm")
-
-    def gather_rows(self, x: torch.Tensor) -> torch.Tensor:
-        """Concatenate a tensor's rows from every DDP rank (ranks may hold different numbers of rows)."""
-        if self.trainer is None or self.trainer.world_size == 1:
-            return x
-        x = x.to(self.device)
-        sizes = self.all_gather(torch.tensor(x.shape[0], device=self.device)).flatten().tolist()
-        padded = torch.zeros((max(sizes), *x.shape[1:]), dtype=x.dtype, device=self.device)
-        padded[: x.shape[0]] = x
-        gathered = self.all_gather(padded)  # [world, max, ...]
-        return torch.cat([gathered[r, :n] for r, n in enumerate(sizes)]).cpu()

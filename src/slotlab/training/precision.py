@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 
-from slotlab.config import ExperimentConfig
+if TYPE_CHECKING:
+    from slotlab.config import ExperimentConfig
 
 CANDIDATES = {"32-true": None, "bf16-mixed": torch.bfloat16}
 
 
-def resolve_precision(config: ExperimentConfig, module, dataset, steps: int = 3, rounds: int = 2,
-                      report=print) -> str:
+def resolve_precision(config: ExperimentConfig, module, dataset, steps: int = 3, rounds: int = 2, report=print) -> str:
     """``config.trainer.precision`` unless it is ``auto``; then the faster precision, timed on the first training
     batch of ``dataset`` and reported in one line."""
     t = config.trainer
@@ -31,7 +32,7 @@ def resolve_precision(config: ExperimentConfig, module, dataset, steps: int = 3,
         return "32-true"
     batch = dataset[torch.arange(min(len(dataset), config.optim.batch_size))]
     rates = time_precisions(module, batch, steps, rounds)
-    best = max(rates, key=rates.get)
+    best = max(rates, key=lambda name: rates[name])
     report("trainer.precision=auto: " + ", ".join(f"{p} {r:.2f} steps/s" for p, r in rates.items()) + f" -> {best}")
     return best
 

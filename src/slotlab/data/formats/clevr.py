@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from slotlab.errors import DataError, read_json
+from slotlab.errors import DataError
+from slotlab.io import read_json
 
 __all__ = [
     "CLEVR_URL",
@@ -113,8 +114,10 @@ def scenes_targets(scenes: Sequence[dict], max_objects: int = 10) -> np.ndarray:
     row_idx = np.arange(len(objects)) - np.repeat(np.cumsum(counts) - counts, counts)
     try:
         coords = np.array([o["3d_coords"] for o in objects], dtype=np.float32).reshape(len(objects), 3)
-        cols = np.array([[_OFFSET[f] + _INDEX[f][o[f]] for f in ("size", "material", "shape", "color")]
-                         for o in objects], dtype=np.int64)
+        cols = np.array(
+            [[_OFFSET[f] + _INDEX[f][o[f]] for f in ("size", "material", "shape", "color")] for o in objects],
+            dtype=np.int64,
+        )
     except KeyError as e:
         raise DataError(f"object without field or with an unknown vocabulary word: {e}") from None
     except (TypeError, ValueError) as e:
@@ -156,8 +159,10 @@ def _validate(scenes: Any, path: Path) -> None:
                     raise DataError(f"{path}: scene {i}: object {j}: missing field '{field}'")
             for field, words in _VOCAB.items():
                 if obj[field] not in _INDEX[field]:
-                    raise DataError(f"{path}: scene {i}: object {j}: unknown {field} {obj[field]!r} "
-                                    f"(expected one of {', '.join(words)})")
+                    raise DataError(
+                        f"{path}: scene {i}: object {j}: unknown {field} {obj[field]!r} "
+                        f"(expected one of {', '.join(words)})"
+                    )
             xyz = obj["3d_coords"]
             if not (isinstance(xyz, list) and len(xyz) == 3 and all(isinstance(v, (int, float)) for v in xyz)):
                 raise DataError(f"{path}: scene {i}: object {j}: '3d_coords' must be three numbers, got {xyz!r}")
@@ -268,7 +273,7 @@ def write_clevr_images(root: str | Path, split: str, images: np.ndarray, start_i
     folder = Path(root) / "images" / split
     folder.mkdir(parents=True, exist_ok=True)
     names = []
-    alpha = np.full(images.shape[1:3] + (1,), 255, dtype=np.uint8)
+    alpha = np.full((*images.shape[1:3], 1), 255, dtype=np.uint8)
     for i, image in enumerate(images):
         name = image_filename(split, start_index + i)
         Image.fromarray(np.concatenate([image, alpha], axis=-1)).save(folder / name)
@@ -279,8 +284,12 @@ def write_clevr_images(root: str | Path, split: str, images: np.ndarray, start_i
 def write_clevr_scenes_json(root: str | Path, split: str, scenes: Sequence[dict], info: dict | None = None) -> Path:
     """Write ``ROOT/scenes/CLEVR_{split}_scenes.json`` as ``{"info": info, "scenes": scenes}``; returns its path."""
     if info is None:
-        info = {"date": datetime.date.today().strftime("%m/%d/%Y"), "version": "1.0", "split": split,
-                "license": "Creative Commons Attribution (CC-BY 4.0)"}
+        info = {
+            "date": datetime.date.today().strftime("%m/%d/%Y"),
+            "version": "1.0",
+            "split": split,
+            "license": "Creative Commons Attribution (CC-BY 4.0)",
+        }
     path = scenes_path(root, split)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
@@ -288,8 +297,14 @@ def write_clevr_scenes_json(root: str | Path, split: str, scenes: Sequence[dict]
     return path
 
 
-def write_clevr_folder(root: str | Path, split: str, images: np.ndarray, scenes: Sequence[dict],
-                       info: dict | None = None, start_index: int = 0) -> list[dict]:
+def write_clevr_folder(
+    root: str | Path,
+    split: str,
+    images: np.ndarray,
+    scenes: Sequence[dict],
+    info: dict | None = None,
+    start_index: int = 0,
+) -> list[dict]:
     """Write images uint8 [N, H, W, 3] and their N scenes as a CLEVR v1.0 folder.
 
     Each scene is copied with ``image_index``, ``image_filename`` and ``split`` filled in; returns the copies.
@@ -297,7 +312,9 @@ def write_clevr_folder(root: str | Path, split: str, images: np.ndarray, scenes:
     if len(images) != len(scenes):
         raise DataError(f"{len(images)} images but {len(scenes)} scenes")
     names = write_clevr_images(root, split, images, start_index)
-    out = [{**scene, "image_index": start_index + i, "image_filename": name, "split": split}
-           for i, (scene, name) in enumerate(zip(scenes, names))]
+    out = [
+        {**scene, "image_index": start_index + i, "image_filename": name, "split": split}
+        for i, (scene, name) in enumerate(zip(scenes, names))
+    ]
     write_clevr_scenes_json(root, split, out, info)
     return out

@@ -45,8 +45,10 @@ def clevrtex_dir(root: str | Path, variant: str = "full") -> Path:
     for d in (root / name, root):
         if d.is_dir() and d.name == name:
             return d
-    raise DataError(f"CLEVRTex {variant} not found: no {root / name}; download it from {CLEVRTEX_URL} and unpack "
-                    f"so that {root / name}/0/CLEVRTEX_{variant}_000000.png exists")
+    raise DataError(
+        f"CLEVRTex {variant} not found: no {root / name}; download it from {CLEVRTEX_URL} and unpack "
+        f"so that {root / name}/0/CLEVRTEX_{variant}_000000.png exists"
+    )
 
 
 def _stem(folder: Path, variant: str, index: int) -> Path:
@@ -57,8 +59,11 @@ def clevrtex_indices(root: str | Path, variant: str = "full") -> list[int]:
     """The sorted indices of the images present (no image is opened)."""
     folder = clevrtex_dir(root, variant)
     prefix = f"CLEVRTEX_{variant}_"
-    indices = sorted(int(p.name[len(prefix):-4]) for p in folder.glob(f"*/{prefix}??????.png")
-                     if p.name[len(prefix):-4].isdigit())
+    indices = sorted(
+        int(p.name[len(prefix) : -4])
+        for p in folder.glob(f"*/{prefix}??????.png")
+        if p.name[len(prefix) : -4].isdigit()
+    )
     if not indices:
         raise DataError(f"no CLEVRTex images in {folder} (expected {folder}/0/{prefix}000000.png)")
     return indices
@@ -70,7 +75,7 @@ def clevrtex_split(indices: Sequence[int], split: str) -> list[int]:
         raise DataError(f"CLEVRTex split must be one of {', '.join(CLEVRTEX_SPLITS)}, got {split!r}")
     ordered = sorted(indices)
     lo, hi = CLEVRTEX_SPLITS[split]
-    return ordered[int(lo * len(ordered)):int(hi * len(ordered))]
+    return ordered[int(lo * len(ordered)) : int(hi * len(ordered))]
 
 
 def count_clevrtex(root: str | Path, variant: str = "full", split: str = "train") -> int:
@@ -92,8 +97,9 @@ def read_clevrtex(root: str | Path, variant: str = "full", split: str = "train",
             raise DataError(f"CLEVRTex mask file not found: {flat_path}")
         labels = decode_image(flat_path, str(flat_path), mode=None)  # palette indices, not colours
         if labels.ndim != 2 or labels.dtype != np.uint8:
-            raise DataError(f"{flat_path}: expected a palette or grayscale PNG, got {labels.dtype} "
-                            f"{list(labels.shape)}")
+            raise DataError(
+                f"{flat_path}: expected a palette or grayscale PNG, got {labels.dtype} {list(labels.shape)}"
+            )
         if labels.shape != image.shape[:2]:
             raise DataError(f"{flat_path}: mask is {list(labels.shape)} but the image is {list(image.shape[:2])}")
         example = {"image": image, "labels": labels, "index": index, "path": str(image_path)}
@@ -112,8 +118,9 @@ def _palette(n: int = 256) -> list[int]:
     return colours.astype(np.uint8).ravel().tolist()
 
 
-def write_clevrtex(root: str | Path, variant: str, images: np.ndarray, labels: np.ndarray,
-                   start_index: int = 0) -> Path:
+def write_clevrtex(
+    root: str | Path, variant: str, images: np.ndarray, labels: np.ndarray, start_index: int = 0
+) -> Path:
     """Write ``images`` uint8 [N, H, W, 3] and ``labels`` uint8 [N, H, W] in the CLEVRTex layout under ``root``.
 
     Images become RGBA PNGs (alpha 255), labels palette PNGs, plus a small JSON per image. Returns the
@@ -124,11 +131,12 @@ def write_clevrtex(root: str | Path, variant: str, images: np.ndarray, labels: n
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise DataError(f"CLEVRTex images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
     if labels.dtype != np.uint8 or labels.shape != images.shape[:3]:
-        raise DataError(f"CLEVRTex labels must be uint8 {list(images.shape[:3])}, got {labels.dtype} "
-                        f"{list(labels.shape)}")
+        raise DataError(
+            f"CLEVRTex labels must be uint8 {list(images.shape[:3])}, got {labels.dtype} {list(labels.shape)}"
+        )
     folder = Path(root) / f"clevrtex_{variant}"
     palette = _palette()
-    alpha = np.full(images.shape[1:3] + (1,), 255, np.uint8)
+    alpha = np.full((*images.shape[1:3], 1), 255, np.uint8)
     for i, (image, label) in enumerate(zip(images, labels)):
         index = start_index + i
         stem = _stem(folder, variant, index)
@@ -137,7 +145,10 @@ def write_clevrtex(root: str | Path, variant: str, images: np.ndarray, labels: n
         flat = Image.frombytes("P", label.shape[::-1], label.tobytes())  # the values are the palette indices
         flat.putpalette(palette)
         flat.save(stem.with_name(stem.name + "_flat.png"))
-        scene = {"image_index": index, "image_filename": stem.name + ".png",
-                 "objects": [{"index": int(k)} for k in np.unique(label) if k]}
+        scene = {
+            "image_index": index,
+            "image_filename": stem.name + ".png",
+            "objects": [{"index": int(k)} for k in np.unique(label) if k],
+        }
         stem.with_name(stem.name + ".json").write_text(json.dumps(scene))
     return folder

@@ -121,16 +121,18 @@ def ffhq_paths(root: str | Path, split: str = "train", folder: str = "images1024
     root = Path(root)
     base = root if root.name == folder and not (root / folder).is_dir() else root / folder
     if not base.is_dir():
-        raise DataError(f"FFHQ not found: no {base}; download it from {FFHQ_URL} and unpack so that "
-                        f"{base}/00000/00000.png exists")
+        raise DataError(
+            f"FFHQ not found: no {base}; download it from {FFHQ_URL} and unpack so that {base}/00000/00000.png exists"
+        )
     paths = sorted(base.glob("[0-9]*/[0-9]*.png"))
     if not paths:
         raise DataError(f"no FFHQ images in {base} (expected {base}/<NN000>/<NNNNN>.png)")
     return ffhq_split(paths, split)
 
 
-def read_ffhq(root: str | Path, split: str = "train", start: int = 0,
-              folder: str = "images1024x1024") -> Iterator[dict]:
+def read_ffhq(
+    root: str | Path, split: str = "train", start: int = 0, folder: str = "images1024x1024"
+) -> Iterator[dict]:
     """Yield ``{"image", "path", "index"}`` for the FFHQ ``split``; ``index`` is the numeric file index."""
     paths = ffhq_paths(root, split, folder)
     for p in paths[start:]:

@@ -43,6 +43,7 @@ MOVI_URL = "https://storage.googleapis.com/kubric-public/tfds"
 _SPLITS = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 _SHARD = re.compile(r"\.tfrecord-(\d{5})-of-(\d{5})$")
 
+
 def movi_shards(root: str | Path, name: str = "movi_e", split: str = "train") -> list[Path]:
     """Sorted shard paths of ``name``/``split`` in ``root`` or up to three folder levels below it.
 
@@ -61,12 +62,14 @@ def movi_shards(root: str | Path, name: str = "movi_e", split: str = "train") ->
             break
     if not paths:
         where = f"{MOVI_BUCKET}/{name}/128x128/1.0.0/ (or 256x256; over https: {MOVI_URL}/{name}/128x128/1.0.0/)"
-        raise DataError(f"no {name} {_SPLITS[split]} shards ({pattern}) under {root}; download them from {where}, "
-                        f"e.g. gsutil -m cp -r {MOVI_BUCKET}/{name}/128x128 {root}")
+        raise DataError(
+            f"no {name} {_SPLITS[split]} shards ({pattern}) under {root}; download them from {where}, "
+            f"e.g. gsutil -m cp -r {MOVI_BUCKET}/{name}/128x128 {root}"
+        )
     folders = sorted({str(p.parent) for p in paths})
     if len(folders) > 1:
         raise DataError(f"{name} {split} shards in several folders ({', '.join(folders)}): pass one as the root")
-    totals = sorted({_SHARD.search(p.name).group(2) for p in paths})
+    totals = sorted({m.group(2) for p in paths if (m := _SHARD.search(p.name))})
     if len(totals) > 1:
         raise DataError(f"{folders[0]}: {name} {split} shards of different sets (-of-{', -of-'.join(totals)})")
     return paths
@@ -202,8 +205,9 @@ def read_movi_videos(paths: str | Path | Sequence[str | Path], start: int = 0) -
         yield out | {"index": index, "shard": str(path), "record": r} | _metadata(features)
 
 
-def read_movi_frames(paths: str | Path | Sequence[str | Path], start: int = 0,
-                     frames: Sequence[int] | None = None) -> Iterator[dict]:
+def read_movi_frames(
+    paths: str | Path | Sequence[str | Path], start: int = 0, frames: Sequence[int] | None = None
+) -> Iterator[dict]:
     """Yield single frames as images: ``{"image": uint8 [H, W, 3], "labels": uint8 [H, W], "video": int,
     "frame": int}`` (``labels`` absent without segmentations).
 
@@ -226,7 +230,7 @@ def read_movi_frames(paths: str | Path | Sequence[str | Path], start: int = 0,
         if done + len(which) <= start:
             done += len(which)
             continue
-        which, done = which[max(0, start - done):], done + len(which)
+        which, done = which[max(0, start - done) :], done + len(which)
         seg_pngs = _pngs(features, "segmentations", where)
         if seg_pngs is not None and len(seg_pngs) != len(pngs):
             raise DataError(f"{where}: {len(seg_pngs)} segmentation frames for {len(pngs)} video frames")
@@ -271,8 +275,7 @@ def encode_movi_video(video: dict) -> bytes:
         segs = np.asarray(video["segmentations"])
         segs = segs[..., 0] if segs.ndim == 4 and segs.shape[-1] == 1 else segs
         if segs.dtype != np.uint8 or segs.shape != (t, h, w):
-            raise DataError(f"MOVi 'segmentations' must be uint8 [{t}, {h}, {w}], got {segs.dtype} "
-                            f"{list(segs.shape)}")
+            raise DataError(f"MOVi 'segmentations' must be uint8 [{t}, {h}, {w}], got {segs.dtype} {list(segs.shape)}")
         feats["segmentations"] = [_png(s) for s in segs]
         meta["metadata/num_instances"] = int(segs.max(initial=0))
     for k, v in video.items():

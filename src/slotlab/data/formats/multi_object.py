@@ -52,9 +52,17 @@ class MultiObjectSpec:
 
 
 def _dsprites(variant: str, channels: int, entities: int) -> MultiObjectSpec:
-    factors = {k: () for k in ["x", "y", "shape", "visibility", "orientation", "scale"]} | {"color": (channels,)}
-    return MultiObjectSpec(f"multi_dsprites_{variant}", f"multi_dsprites/multi_dsprites_{variant}.tfrecords",
-                           (64, 64, channels), entities, factors, mask_entities_last=True, num_records=1_000_000)
+    factors: dict[str, tuple[int, ...]] = {k: () for k in ["x", "y", "shape", "visibility", "orientation", "scale"]}
+    factors["color"] = (channels,)
+    return MultiObjectSpec(
+        f"multi_dsprites_{variant}",
+        f"multi_dsprites/multi_dsprites_{variant}.tfrecords",
+        (64, 64, channels),
+        entities,
+        factors,
+        mask_entities_last=True,
+        num_records=1_000_000,
+    )
 
 
 def _objects_room(split: str, entities: int, records: int | None) -> MultiObjectSpec:
@@ -66,14 +74,25 @@ SPECS: dict[str, MultiObjectSpec] = {
     s.name: s
     for s in [
         MultiObjectSpec(
-            "clevr_with_masks", "clevr_with_masks/clevr_with_masks_train.tfrecords", (240, 320, 3), 11,
+            "clevr_with_masks",
+            "clevr_with_masks/clevr_with_masks_train.tfrecords",
+            (240, 320, 3),
+            11,
             {"x": (), "y": (), "z": (), "rotation": (), "visibility": (), "pixel_coords": (3,)},
-            ("color", "material", "shape", "size"), num_records=100_000),
+            ("color", "material", "shape", "size"),
+            num_records=100_000,
+        ),
         _dsprites("binarized", 1, 4),
         _dsprites("colored_on_grayscale", 3, 6),
         _dsprites("colored_on_colored", 3, 5),
-        MultiObjectSpec("tetrominoes", "tetrominoes/tetrominoes_train.tfrecords", (35, 35, 3), 4,
-                        {"x": (), "y": (), "shape": (), "visibility": (), "color": (3,)}, num_records=1_000_000),
+        MultiObjectSpec(
+            "tetrominoes",
+            "tetrominoes/tetrominoes_train.tfrecords",
+            (35, 35, 3),
+            4,
+            {"x": (), "y": (), "shape": (), "visibility": (), "color": (3,)},
+            num_records=1_000_000,
+        ),
         _objects_room("train", 7, 1_000_000),
         _objects_room("six_objects", 10, None),
         _objects_room("empty_room", 4, None),
@@ -102,9 +121,11 @@ def decode_multi_object(spec: MultiObjectSpec, features: dict) -> dict[str, np.n
     """Parsed features of one record -> arrays in the dataset's shapes (mask as [E, H, W, 1])."""
     h, w, c = spec.image_shape
     e = spec.num_entities
-    out = {"image": _take(features, "image", h * w * c, np.uint8).reshape(h, w, c)}
+    out: dict[str, np.ndarray] = {"image": _take(features, "image", h * w * c, np.uint8).reshape(h, w, c)}
     mask = _take(features, "mask", e * h * w, np.uint8)
-    out["mask"] = mask.reshape(h, w, e, 1).transpose(2, 0, 1, 3) if spec.mask_entities_last else mask.reshape(e, h, w, 1)
+    out["mask"] = (
+        mask.reshape(h, w, e, 1).transpose(2, 0, 1, 3) if spec.mask_entities_last else mask.reshape(e, h, w, 1)
+    )
     for k, trailing in spec.float_factors.items():
         out[k] = _take(features, k, e * int(np.prod(trailing, dtype=int)), np.float32).reshape(e, *trailing)
     for k in spec.byte_factors:
@@ -138,8 +159,9 @@ def read_multi_object(spec: MultiObjectSpec | str, path: str | Path, start: int 
             raise DataError(f"{path}: record {index}: {e}") from None
 
 
-def write_multi_object(spec: MultiObjectSpec | str, path: str | Path, examples: dict[str, np.ndarray],
-                       compression: str | None = "gzip") -> int:
+def write_multi_object(
+    spec: MultiObjectSpec | str, path: str | Path, examples: dict[str, np.ndarray], compression: str | None = "gzip"
+) -> int:
     """Write a batch of examples (each array with a leading N axis) as a GZIP TFRecord in the file's layout."""
     spec = multi_object_spec(spec) if isinstance(spec, str) else spec
     n = len(examples["image"])

@@ -37,9 +37,14 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     labels = None
     if mask is not None:
         n, h, w = images.shape[:3]
-        ok = (mask.ndim == 3 and mask.shape == (n, h, w)) or (mask.ndim == 4 and mask.shape[0] == n and mask.shape[2:] == (h, w))
+        ok = (mask.ndim == 3 and mask.shape == (n, h, w)) or (
+            mask.ndim == 4 and mask.shape[0] == n and mask.shape[2:] == (h, w)
+        )
         if not ok:
-            raise DataError(f"{path}: 'mask' must be one-hot [N, K, {h}, {w}] or a label map [N, {h}, {w}] with N = {n}, got {list(mask.shape)}")
+            raise DataError(
+                f"{path}: 'mask' must be one-hot [N, K, {h}, {w}] or a label map [N, {h}, {w}] with N = {n}, "
+                f"got {list(mask.shape)}"
+            )
         try:
             labels = masks_to_labels(mask).numpy()
         except DataError as e:
@@ -50,4 +55,4 @@ def load_npz(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 def save_npz(path: str | Path, images: np.ndarray, mask: np.ndarray | None = None) -> None:
     """Write the bring-your-own format (compressed)."""
     arrays = {"image": images} if mask is None else {"image": images, "mask": mask}
-    np.savez_compressed(path, **arrays)
+    np.savez_compressed(path, **arrays)  # type: ignore[arg-type]

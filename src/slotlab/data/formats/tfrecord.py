@@ -20,7 +20,7 @@ from __future__ import annotations
 import gzip
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -51,7 +51,7 @@ def _open(path: Path, compression: str | None) -> BinaryIO:
     if compression == "auto":
         compression = "gzip" if _is_gzip(path) else None
     if compression == "gzip":
-        return gzip.open(path, "rb")
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # a binary stream
     if compression is None:
         return open(path, "rb", buffering=1 << 20)
     raise ValueError(f"compression must be 'auto', 'gzip' or None, got {compression!r}")
@@ -95,9 +95,10 @@ class TFRecordWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if compression == "gzip":
-            self._f: BinaryIO = gzip.open(self.path, "wb", compresslevel=6)
+            # the writer holds its file open until close() (it is a context manager itself)
+            self._f: BinaryIO = gzip.open(self.path, "wb", compresslevel=6)  # type: ignore[assignment]  # noqa: SIM115
         elif compression is None:
-            self._f = open(self.path, "wb")
+            self._f = open(self.path, "wb")  # noqa: SIM115
         else:
             raise ValueError(f"compression must be 'gzip' or None, got {compression!r}")
 
@@ -299,12 +300,13 @@ def _encode_feature(value) -> bytes:
     raise TypeError(f"cannot encode a feature of dtype {a.dtype}")
 
 
-def encode_example(features: dict[str, object]) -> bytes:
+def encode_example(features: Mapping[str, object]) -> bytes:
     """Serialise ``{name: value}`` as a ``tf.train.Example``.
 
     uint8 arrays become byte lists of one-byte strings (DeepMind's layout), float arrays float lists (float32),
     other integer or bool arrays int64 lists, and ``bytes``/``str`` or lists of them byte lists.
     """
-    entries = b"".join(_len_field(1, _len_field(1, k.encode("utf-8")) + _len_field(2, _encode_feature(v)))
-                       for k, v in features.items())
+    entries = b"".join(
+        _len_field(1, _len_field(1, k.encode("utf-8")) + _len_field(2, _encode_feature(v))) for k, v in features.items()
+    )
     return _len_field(1, entries)

@@ -118,8 +118,13 @@ def _inside(shape: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _render_windows(
-    shape: np.ndarray, scale: np.ndarray, theta: np.ndarray, cx: np.ndarray, cy: np.ndarray,
-    r_px: float, half: int,
+    shape: np.ndarray,
+    scale: np.ndarray,
+    theta: np.ndarray,
+    cx: np.ndarray,
+    cy: np.ndarray,
+    r_px: float,
+    half: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Footprints of ``m`` sprites in (2 half + 1)^2 windows around their centres (pixel units).
 
@@ -152,19 +157,29 @@ def _centre_px(pos: np.ndarray, size: int) -> np.ndarray:
 
 
 def sprite_footprint(
-    shape: int, scale: float, orientation: float, x: float, y: float, image_size: int = IMAGE_SIZE,
+    shape: int,
+    scale: float,
+    orientation: float,
+    x: float,
+    y: float,
+    image_size: int = IMAGE_SIZE,
 ) -> np.ndarray:
     """Unoccluded footprint (bool [S, S]) of one sprite, rendered as :func:`generate_multi_dsprites` does."""
     size = int(image_size)
     r_px, half = _geometry(size)
     inside, row0, col0 = _render_windows(
-        np.array([shape]), np.array([scale], dtype=np.float64), np.array([orientation], dtype=np.float64),
-        _centre_px([x], size), _centre_px([y], size), r_px, half,
+        np.array([shape]),
+        np.array([scale], dtype=np.float64),
+        np.array([orientation], dtype=np.float64),
+        _centre_px(np.array([x]), size),
+        _centre_px(np.array([y]), size),
+        r_px,
+        half,
     )
     canvas = np.zeros((size + 4 * half, size + 4 * half), dtype=bool)
     r, c = row0[0] + 2 * half, col0[0] + 2 * half
-    canvas[r:r + inside.shape[1], c:c + inside.shape[2]] = inside[0]
-    return canvas[2 * half:2 * half + size, 2 * half:2 * half + size]
+    canvas[r : r + inside.shape[1], c : c + inside.shape[2]] = inside[0]
+    return canvas[2 * half : 2 * half + size, 2 * half : 2 * half + size]
 
 
 def _sample(rng: np.random.Generator, n: int, variant: str) -> dict[str, np.ndarray]:
@@ -188,8 +203,13 @@ def _sample(rng: np.random.Generator, n: int, variant: str) -> dict[str, np.ndar
             color[:, 0, 1:] = color[:, 0, :1]
     color[:, 1:] *= present[:, :, None]
     return {
-        "present": present, "shape": shape * present, "scale": scale * present,
-        "orientation": theta * present, "x": x * present, "y": y * present, "color": color,
+        "present": present,
+        "shape": shape * present,
+        "scale": scale * present,
+        "orientation": theta * present,
+        "x": x * present,
+        "y": y * present,
+        "color": color,
     }
 
 
@@ -200,8 +220,13 @@ def _render_labels(lat: dict[str, np.ndarray], size: int) -> np.ndarray:
     w = 2 * half + 1
     img, slot = np.nonzero(lat["present"])  # sprites in (image, slot) order
     inside, row0, col0 = _render_windows(
-        lat["shape"][img, slot], lat["scale"][img, slot], lat["orientation"][img, slot],
-        _centre_px(lat["x"][img, slot], size), _centre_px(lat["y"][img, slot], size), r_px, half,
+        lat["shape"][img, slot],
+        lat["scale"][img, slot],
+        lat["orientation"][img, slot],
+        _centre_px(lat["x"][img, slot], size),
+        _centre_px(lat["y"][img, slot], size),
+        r_px,
+        half,
     )
     pad = half + 1  # windows never leave the padded canvas (centres lie inside the image)
     side = size + 2 * pad
@@ -215,7 +240,7 @@ def _render_labels(lat: dict[str, np.ndarray], size: int) -> np.ndarray:
         if sel.size:
             lin = base[sel, None] + offsets
             flat_canvas[lin[inside[sel]]] = j + 1
-    return np.ascontiguousarray(canvas[:, pad:pad + size, pad:pad + size])
+    return np.ascontiguousarray(canvas[:, pad : pad + size, pad : pad + size])
 
 
 def _entity_masks(labels: np.ndarray, e: int) -> np.ndarray:
@@ -224,7 +249,10 @@ def _entity_masks(labels: np.ndarray, e: int) -> np.ndarray:
 
 
 def generate_multi_dsprites(
-    n: int, seed: int, variant: str = "colored_on_grayscale", image_size: int = IMAGE_SIZE,
+    n: int,
+    seed: int,
+    variant: str = "colored_on_grayscale",
+    image_size: int = IMAGE_SIZE,
 ) -> dict[str, np.ndarray]:
     """Generate ``n`` Multi-dSprites images of ``variant`` deterministically from ``seed``.
 

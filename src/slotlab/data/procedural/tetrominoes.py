@@ -23,17 +23,17 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "SHAPES",
-    "SHAPE_NAMES",
+    "BEVEL",
+    "BEVEL_K",
+    "BLOCK_SIZE",
     "COLOURS",
     "COLOUR_NAMES",
-    "BEVEL_K",
-    "BEVEL",
-    "BLOCK_SIZE",
     "IMAGE_SIZE",
     "NUM_PIECES",
-    "shape_template",
+    "SHAPES",
+    "SHAPE_NAMES",
     "generate_tetrominoes",
+    "shape_template",
 ]
 
 #: Side length of one tetromino block in pixels.
@@ -75,13 +75,25 @@ SHAPES: tuple[tuple[tuple[int, int], ...], ...] = (
 )
 
 SHAPE_NAMES: tuple[str, ...] = (
-    "I_0", "I_90",
+    "I_0",
+    "I_90",
     "O",
-    "T_0", "T_90", "T_180", "T_270",
-    "S_0", "S_90",
-    "Z_0", "Z_90",
-    "J_0", "J_90", "J_180", "J_270",
-    "L_0", "L_90", "L_180", "L_270",
+    "T_0",
+    "T_90",
+    "T_180",
+    "T_270",
+    "S_0",
+    "S_90",
+    "Z_0",
+    "Z_90",
+    "J_0",
+    "J_90",
+    "J_180",
+    "J_270",
+    "L_0",
+    "L_90",
+    "L_180",
+    "L_270",
 )
 
 #: Piece colours as 0/1 on-masks over the RGB channels.
@@ -129,7 +141,7 @@ def shape_template(index: int) -> np.ndarray:
     t = np.zeros((_TEMPLATE_SIZE, _TEMPLATE_SIZE), dtype=np.uint8)
     b = BLOCK_SIZE
     for r, c in SHAPES[index]:
-        t[r * b:(r + 1) * b, c * b:(c + 1) * b] = BEVEL
+        t[r * b : (r + 1) * b, c * b : (c + 1) * b] = BEVEL
     return t
 
 
@@ -138,12 +150,8 @@ _TEMPLATES = _readonly(np.stack([shape_template(i) for i in range(len(SHAPES))])
 _HEIGHTS = _readonly(np.array([BLOCK_SIZE * (1 + max(r for r, _ in s)) for s in SHAPES]))
 _WIDTHS = _readonly(np.array([BLOCK_SIZE * (1 + max(c for _, c in s)) for s in SHAPES]))
 # Centre of mass of each template in its own pixel coordinates.
-_COM_ROW = _readonly(
-    np.array([np.nonzero(t)[0].mean() for t in _TEMPLATES], dtype=np.float64)
-)
-_COM_COL = _readonly(
-    np.array([np.nonzero(t)[1].mean() for t in _TEMPLATES], dtype=np.float64)
-)
+_COM_ROW = _readonly(np.array([np.nonzero(t)[0].mean() for t in _TEMPLATES], dtype=np.float64))
+_COM_COL = _readonly(np.array([np.nonzero(t)[1].mean() for t in _TEMPLATES], dtype=np.float64))
 
 # Padded templates + sliding windows, cached per image size.  ``windows[s, a, b]``
 # is the S x S canvas of shape ``s`` placed at offset (S - a, S - b).
@@ -155,7 +163,7 @@ def _placement_windows(size: int) -> np.ndarray:
     if w is None:
         pad = np.zeros((len(SHAPES), 2 * size, 2 * size), dtype=np.uint8)
         t = min(_TEMPLATE_SIZE, size)
-        pad[:, size:size + t, size:size + t] = _TEMPLATES[:, :t, :t]
+        pad[:, size : size + t, size : size + t] = _TEMPLATES[:, :t, :t]
         w = np.lib.stride_tricks.sliding_window_view(pad, (size, size), axis=(1, 2))
         _WINDOW_CACHE[size] = w
     return w
@@ -234,13 +242,11 @@ def generate_tetrominoes(
         raise ValueError(f"num_pieces must be >= 0, got {num_pieces}")
     if num_pieces > 126:
         raise ValueError(f"num_pieces must be <= 126, got {num_pieces}")
-    allowed = np.flatnonzero((_HEIGHTS <= size) & (_WIDTHS <= size))
+    allowed = np.flatnonzero((size >= _HEIGHTS) & (size >= _WIDTHS))
     if num_pieces > 0 and allowed.size == 0:
         raise ValueError(f"image_size {size} is too small for any tetromino")
     if num_pieces * 4 * BLOCK_SIZE**2 > size * size:
-        raise ValueError(
-            f"{num_pieces} pieces cannot fit without overlap in a {size}x{size} image"
-        )
+        raise ValueError(f"{num_pieces} pieces cannot fit without overlap in a {size}x{size} image")
 
     rng = np.random.default_rng(seed)
     n, p = num_images, num_pieces

@@ -1,0 +1,53 @@
+"""``slotlab eval``: a trained model's metrics on some data, as JSON (the metric path validation uses too)."""
+
+from __future__ import annotations
+
+from slotlab.cli.options import (
+    add_batch_size,
+    add_checkpoint,
+    add_data,
+    add_seed,
+    data_name,
+    load_model,
+    number,
+    open_data,
+    write_json,
+)
+
+
+def add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a trained model: metrics as JSON",
+        description="Score a trained model with its kind's evaluator, the one validation uses. Object "
+        "discovery: segment images and score them against ground-truth masks (FG-ARI and ARI averaged "
+        "over images, mBO, mIoU, binding diagnostics). Set prediction: AP at distance thresholds inf, "
+        "1, 0.5, 0.25, 0.125 (all images ranked together) and the Hungarian loss. LSD: the "
+        "segmentation from the attention. Image autoencoder: MSE and PSNR. With the training batch "
+        "size and seed (trainer.seed) on the validation split it gives what validation logged.",
+    )
+    add_checkpoint(p)
+    add_data(p)
+    add_seed(p)
+    p.add_argument("--out", help="write the metrics JSON here (also printed)")
+    add_batch_size(p)
+    number(
+        p, "--num-iterations", minimum=1, type=int, help="Slot Attention iterations at test time (default: as trained)"
+    )
+    p.set_defaults(func=cmd_eval)
+
+
+def cmd_eval(args) -> int:
+    from slotlab.kinds import kind_of
+
+    model, config = load_model(args, "eval")
+    dataset = open_data(args, model, config)
+    where = data_name(args)
+    k = kind_of(model)
+    k.evaluator.check(dataset, where)
+    metrics = k.evaluate(
+        model, dataset, batch_size=args.batch_size, seed=args.seed, num_iterations=args.num_iterations, progress=True
+    )
+    metrics.update(checkpoint=str(args.checkpoint), data=where)
+    write_json(metrics, args.out)
+    return 0

@@ -1,0 +1,137 @@
+"""Option groups that several commands share, declared once, and the helpers commands use to act on them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from slotlab.errors import DataError
+
+CHECKPOINT_HELP = "model folder (model.safetensors + config.json), run folder, model.safetensors or .ckpt"
+DATA_HELP = (
+    "a store from `slotlab data convert` (all of it), or a .npz with image uint8 [N,H,W,3] and optional "
+    "mask (one-hot [N,K,H,W] or labels [N,H,W]); default: a split of the model's training dataset"
+)
+
+
+def number(p: argparse.ArgumentParser, *flags: str, minimum: int | float, **kwargs) -> None:
+    """An option (or positional) that takes a number of at least ``minimum``: checked by :func:`check_numbers`
+    after parsing, so a bad value is one ``slotlab: error:`` line, not a usage message."""
+    parser = kwargs.pop("parser", p)  # the parser, when ``p`` is a group of its options
+    action = p.add_argument(*flags, **kwargs)
+    parser.set_defaults(_minimums={**(parser.get_default("_minimums") or {}), action.dest: (flags[-1], minimum)})
+
+
+def check_numbers(args: argparse.Namespace) -> None:
+    """Refuse, in one line, a number below its minimum (see :func:`number`)."""
+    from slotlab.errors import ConfigError
+
+    for dest, (flag, minimum) in (getattr(args, "_minimums", None) or {}).items():
+        value = getattr(args, dest, None)
+        for v in value if isinstance(value, list) else [value]:
+            if v is not None and v < minimum:
+                raise ConfigError(f"{flag} must be >= {minimum}, got {v}")
+
+
+def add_checkpoint(p: argparse.ArgumentParser, required: bool = True, help: str = CHECKPOINT_HELP) -> None:
+    p.add_argument("--checkpoint", required=required, help=help)
+
+
+def add_data(p: argparse.ArgumentParser, splits: tuple[str, ...] = ("val", "test")) -> None:
+    """``--data`` and ``--split``: the images to run a model on."""
+    p.add_argument("--data", help=DATA_HELP)
+    p.add_argument(
+        "--split",
+        choices=list(splits),
+        default="val",
+        help=f"without --data: the split of the training dataset ({', '.join(splits)}; default val)",
+    )
+
+
+def add_seed(p: argparse.ArgumentParser, what: str = "the slot initialisation noise") -> None:
+    p.add_argument("--seed", type=int, default=0, help=f"seed of {what} (default 0)")
+
+
+def add_batch_size(p: argparse.ArgumentParser, default: int = 64) -> None:
+    number(p, "--batch-size", minimum=1, type=int, default=default, help=f"images per batch (default {default})")
+
+
+def add_json_out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", help="also write the JSON to this file")
+
+
+def add_sampling(p: argparse.ArgumentParser, what: str = "the images") -> None:
+    """How a diffusion decoder (LSD) samples; models that decode directly ignore it."""
+    number(p, "--steps", minimum=1, type=int, default=25, help=f"LSD: sampling steps to decode {what} (default 25)")
+    p.add_argument("--sampler", choices=["dpm", "ddim"], default="dpm", help="LSD: DPM-Solver++ (default) or DDIM")
+    p.add_argument("--guidance", type=float, default=1.0, help="LSD: classifier-free guidance scale (1: none)")
+
+
+def add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def sampling_of(args):
+    from slotlab.models import Sampling
+
+    return Sampling(args.steps, args.sampler, args.guidance)
+
+
+def load_model(args, command: str):
+    """The model of ``--checkpoint`` and its experiment config; a kind that cannot serve ``command`` is refused."""
+    from slotlab.checkpoints import load_trained
+
+    return load_trained(args.checkpoint, command=command)
+
+
+def open_data(args, model, config, split: str | None = None):
+    """The dataset of ``--data`` (cropped and resized as the model was trained) or of ``--split``."""
+    from slotlab.data.registry import open_dataset
+
+    return open_dataset(
+        config.data if config is not None else None,
+        args.data,
+        model.resolution,
+        split or getattr(args, "split", None) or "val",
+    )
+
+
+def data_name(args, split: str | None = None) -> str:
+    """How the output names the data: the --data path, or "validation split" / "test split"."""
+    if args.data:
+        return str(args.data)
+    return {"val": "validation split", "test": "test split", "train": "training split"}[split or args.split]
+
+
+def write_json(value: dict, path: str | Path | None) -> None:
+    """Print ``value`` as JSON and, with ``path``, also write it there (atomically)."""
+    from slotlab.io import write_json as write
+
+    if path:
+        write(path, value)
+    print(json.dumps(value, indent=2))
+
+
+def check_index(i: int, n: int, what: str = "image") -> int:
+    if not 0 <= i < n:
+        raise DataError(f"{what} {i} does not exist: the data has {n} images (0 to {n - 1})")
+    return i
+
+
+def concept_groups(items: list[str] | None) -> list[int | list[int]] | None:
+    """``--concepts 3 7 8,9`` -> [3, 7, [8, 9]]: ids, and comma-separated groups (one of them drawn per scene)."""
+    from slotlab.errors import ConfigError
+
+    if items is None:
+        return None
+    out: list[int | list[int]] = []
+    for item in items:
+        try:
+            ids = [int(x) for x in item.split(",") if x != ""]
+        except ValueError:
+            raise ConfigError(f"--concepts: {item!r} is not a concept id or a comma-separated group") from None
+        if not ids:
+            raise ConfigError(f"--concepts: {item!r} is not a concept id or a comma-separated group")
+        out.append(ids if "," in item else ids[0])
+    return out

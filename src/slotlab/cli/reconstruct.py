@@ -1,0 +1,36 @@
+"""``slotlab reconstruct``: image -> slots -> image, as a PNG grid."""
+
+from __future__ import annotations
+
+from slotlab.cli.options import add_checkpoint, add_data, add_sampling, add_seed, load_model, number, open_data
+
+
+def add_reconstruct(sub) -> None:
+    p = sub.add_parser(
+        "reconstruct",
+        help="image -> slots -> image (LSD: by diffusion), as a PNG grid",
+        description="Encode images into slots with a trained model and decode them back (Latent Slot "
+        "Diffusion: by reverse diffusion from noise), and draw the model's picture: for LSD input | "
+        "the autoencoder's own reconstruction | decoded from the slots | segmentation from attention "
+        "| [ground truth] | each slot's attention map.",
+    )
+    add_checkpoint(p)
+    add_data(p)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    number(p, "--num-images", minimum=1, type=int, default=8)
+    add_sampling(p)
+    add_seed(p, "the slot initialisation and sampling noise")
+    p.set_defaults(func=cmd_reconstruct)
+
+
+def cmd_reconstruct(args) -> int:
+    from slotlab.cli.options import sampling_of
+    from slotlab.kinds import kind_of
+
+    model, config = load_model(args, "reconstruct")
+    dataset = open_data(args, model, config)
+    picture = kind_of(model).picture
+    assert picture is not None  # load_model refused kinds without one
+    path = picture(model, dataset, args.out, args.num_images, args.seed, sampling=sampling_of(args))
+    print(f"wrote {path}")
+    return 0

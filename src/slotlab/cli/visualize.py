@@ -1,0 +1,39 @@
+"""``slotlab visualize``: a trained model's picture (its kind's, from the registry) as a PNG."""
+
+from __future__ import annotations
+
+from slotlab.cli.options import add_checkpoint, add_data, add_sampling, add_seed, load_model, number, open_data
+
+
+def add_visualize(sub) -> None:
+    p = sub.add_parser(
+        "visualize",
+        help="PNG grid: input, reconstruction, segmentation, per-slot masks",
+        description="Draw a PNG grid, one row per image. Object discovery: input, reconstruction, "
+        "predicted segmentation, ground truth (when the data has masks), each slot's alpha mask and "
+        "contents. Set prediction: the image with each confident slot marked where it attends, the "
+        "predicted objects (confidence, attributes, position) beside the true ones, and every slot's "
+        "attention map. Latent Slot Diffusion: input, autoencoder reconstruction, decoded from the "
+        "slots, segmentation, ground truth, attention maps. Image autoencoder: input, "
+        "reconstruction, error.",
+    )
+    add_checkpoint(p)
+    add_data(p)
+    add_seed(p)
+    p.add_argument("--out", required=True, help="PNG file to write")
+    number(p, "--num-images", minimum=1, type=int, default=8)
+    add_sampling(p)
+    p.set_defaults(func=cmd_visualize)
+
+
+def cmd_visualize(args) -> int:
+    from slotlab.cli.options import sampling_of
+    from slotlab.kinds import kind_of
+
+    model, config = load_model(args, "visualize")
+    dataset = open_data(args, model, config)
+    picture = kind_of(model).picture
+    assert picture is not None  # load_model refused kinds without one
+    path = picture(model, dataset, args.out, args.num_images, args.seed, sampling=sampling_of(args))
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,140 @@
+"""Recipes: complete runs on a laptop CPU, from generated data to metrics and pictures (``slotlab demo``).
+
+- :func:`object_discovery_demo`: procedural Tetrominoes, the ``tetrominoes_demo`` preset, FG-ARI on 320 held-out
+  test scenes with the weights of the best validation FG-ARI, a PNG grid.
+- :func:`lsd_demo`: procedural scenes rendered into a store, LSD's image autoencoder (``autoencoder_demo``), then
+  Latent Slot Diffusion on its latents (``lsd_demo``), FG-ARI / mBO / mIoU on held-out scenes, reconstructions.
+
+Each writes ``metrics.json`` into its folder and returns the metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from slotlab.checkpoints import checkpoint_step, load_trained, save_trained
+from slotlab.config import load_config
+from slotlab.data.convert import write_procedural_store
+from slotlab.data.registry import build_dataset
+from slotlab.evaluation import evaluate_autoencoder, evaluate_lsd, evaluate_object_discovery
+from slotlab.experiment import BEST_CHECKPOINT, train
+from slotlab.io import write_json
+from slotlab.visualize import draw_lsd_grid, draw_model_grid
+
+Report = Callable[[str], None]
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def object_discovery_demo(
+    out: str | Path = "slotlab-demo",
+    seed: int = 0,
+    minutes: float | None = None,
+    overrides: Sequence[str] = (),
+    report: Report = _say,
+) -> dict:
+    """Generate procedural Tetrominoes, train ``tetrominoes_demo``, keep the weights of the best validation FG-ARI,
+    evaluate them on 320 held-out test scenes and draw them."""
+    start = time.monotonic()
+    overrides = [f"trainer.seed={seed}", f"data.seed={seed}", *overrides]
+    if minutes is not None:
+        overrides.append(f"trainer.max_time_minutes={minutes}")
+    config = load_config("tetrominoes_demo", overrides)
+    out = Path(out)
+    report(
+        f"slotlab demo: procedural Tetrominoes, {config.data.train_size} training scenes, "
+        f"training for up to {config.trainer.max_time_minutes} min, output in {out}"
+    )
+    result = train(config, out, overwrite=True)  # a demo run again into the same folder starts over
+    test = build_dataset(config.data, "test")  # 320 scenes from a seed used by neither training nor validation
+    final = evaluate_object_discovery(result.module.model.float(), test, seed=seed)
+    best_path = out / "checkpoints" / BEST_CHECKPOINT
+    model, best_step = result.module.model, result.trainer.global_step
+    if best_path.is_file():  # the weights with the best validation FG-ARI (early stopping on the validation split)
+        model, _ = load_trained(best_path)
+        best_step = checkpoint_step(best_path)
+        save_trained(model, config, result.model_dir)
+    metrics = evaluate_object_discovery(model, test, seed=seed)
+    metrics.update(
+        step=best_step,
+        steps=result.trainer.global_step,
+        fg_ari_final_weights=final["fg_ari"],
+        train_seconds=round(result.seconds, 1),
+        seconds=round(time.monotonic() - start, 1),
+        model=str(result.model_dir),
+        selection="checkpoint with the best validation FG-ARI",
+        test="320 procedural scenes from a seed disjoint from training and validation",
+    )
+    draw_model_grid(model, test, out / "grid.png", 8, seed)
+    write_json(out / "metrics.json", metrics)
+    report(json.dumps(metrics, indent=2))
+    report(
+        f"FG-ARI {metrics['fg_ari']:.3f} on {metrics['num_images']} test scenes (weights of step {best_step} of "
+        f"{metrics['steps']}), {metrics['seconds']:.0f} s in all; wrote {out}/metrics.json, {out}/grid.png, "
+        f"{result.model_dir}/"
+    )
+    return metrics
+
+
+def lsd_demo(
+    out: str | Path = "slotlab-demo",
+    seed: int = 0,
+    minutes: float | None = None,
+    overrides: Sequence[str] = (),
+    autoencoder_overrides: Sequence[str] = (),
+    report: Report = _say,
+) -> dict:
+    """Both LSD stages on procedural scenes: the autoencoder, then LSD on its latents; then the segmentation metrics
+    on held-out scenes, reconstructions and the curves."""
+    start = time.monotonic()
+    out = Path(out)
+    seeds = [f"trainer.seed={seed}"]
+    lsd_cfg = load_config("lsd_demo", [*seeds, *overrides])
+    n = lsd_cfg.data.train_size + 2 * lsd_cfg.data.val_size
+    report(f"slotlab demo --task lsd: rendering {n} procedural {lsd_cfg.data.dataset} scenes into {out}/data")
+    data = write_procedural_store(lsd_cfg.data.dataset, out / "data", n, seed, lsd_cfg.data.resolution)
+    on_data = [
+        f"data.path={data.root}",
+        f"data.dataset={lsd_cfg.data.dataset}",
+        f"data.val_size={lsd_cfg.data.val_size}",
+    ]
+
+    ae_cfg = load_config("autoencoder_demo", [*seeds, *on_data, *autoencoder_overrides])
+    report(f"stage 1: image autoencoder for up to {ae_cfg.trainer.max_time_minutes} min")
+    ae_run = train(ae_cfg, out / "autoencoder", overwrite=True)  # run again, the demo keeps the scenes, not the runs
+    lsd_overrides = [*seeds, *on_data, f"model.autoencoder={ae_run.model_dir.resolve()}", *overrides]
+    if minutes is not None:
+        lsd_overrides.append(f"trainer.max_time_minutes={minutes}")
+    lsd_cfg = load_config("lsd_demo", lsd_overrides)
+    report(f"stage 2: Latent Slot Diffusion for up to {lsd_cfg.trainer.max_time_minutes} min")
+    run = train(lsd_cfg, out / "lsd", overwrite=True)
+
+    test = build_dataset(lsd_cfg.data, "test")  # the store's last val_size scenes: neither trained nor validated on
+    model = run.module.model.float()
+    best = out / "lsd" / "checkpoints" / BEST_CHECKPOINT
+    if best.is_file():  # the weights with the best validation FG-ARI
+        model, _ = load_trained(best)
+        save_trained(model, lsd_cfg, run.model_dir)
+    metrics = evaluate_lsd(model, test, seed=seed)
+    autoencoder = model.image_autoencoder.float()
+    metrics["autoencoder"] = evaluate_autoencoder(autoencoder, test)
+    metrics.update(
+        steps=run.trainer.global_step,
+        lsd_train_seconds=round(run.seconds, 1),
+        autoencoder_train_seconds=round(ae_run.seconds, 1),
+        seconds=round(time.monotonic() - start, 1),
+        model=str(run.model_dir),
+        autoencoder_model=str(ae_run.model_dir),
+        selection="checkpoint with the best validation FG-ARI" if best.is_file() else "final weights",
+        test=f"the last {len(test)} scenes of the store, used neither for training nor for validation",
+    )
+    draw_lsd_grid(model, test, out / "reconstructions.png", 8, seed)
+    write_json(out / "metrics.json", metrics)
+    report(json.dumps(metrics, indent=2))
+    report(json.dumps({k: metrics[k] for k in ("fg_ari", "mbo_objects", "miou_objects", "seconds")}))
+    return metrics

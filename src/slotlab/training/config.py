@@ -1,0 +1,46 @@
+"""The optim and trainer sections of an experiment config (every Lightning module reads them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from slotlab.fields import NonNegativeFloat, OpenFraction, PositiveFloat, PositiveInt, UnitInterval
+
+Optimizer = Literal["adam", "adamw"]
+# Lightning's precision names; "auto": the faster of fp32 and bf16 here (training/precision.py)
+Precision = Literal["auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true", "64"]
+Accelerator = Literal["auto", "cpu", "gpu", "cuda", "mps", "tpu"]
+
+
+@dataclass
+class OptimConfig:
+    lr: PositiveFloat = 4e-4
+    batch_size: PositiveInt = 64  # per device
+    max_steps: PositiveInt = 500_000
+    warmup_steps: int = 10_000  # <= 0: no warm-up
+    decay_rate: UnitInterval = 0.5  # lr * decay_rate ** (step / decay_steps), counted from step 0 (official code)
+    decay_steps: PositiveInt = 100_000
+    grad_clip: PositiveFloat | None = None  # max gradient norm; None = no clipping (paper)
+    optimizer: Optimizer = "adam"
+    weight_decay: NonNegativeFloat = 0.0  # AdamW's decoupled weight decay (LSD: 0.01)
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: Accelerator = "auto"
+    devices: Any = 1  # a count, a list of device ids or "auto" (Lightning's Trainer(devices=...))
+    num_nodes: PositiveInt = 1
+    strategy: str = "auto"  # Lightning's strategy name: "auto", "ddp", "ddp_spawn", "fsdp", ...
+    precision: Precision = "32-true"
+    compile: bool = False  # torch.compile the model
+    channels_last: bool = False
+    seed: int = 0
+    max_time_minutes: PositiveFloat | None = None  # stop training after this long (the step count is then logged)
+    val_every_n_steps: PositiveInt = 5_000
+    checkpoint_every_n_steps: PositiveInt = 5_000
+    log_every_n_steps: PositiveInt = 50
+    num_threads: PositiveInt | None = None  # torch intra-op threads on CPU (None: torch's default)
+    # keep an exponential moving average of the weights (e.g. 0.999); validation, checkpoints and the exported
+    # model then use the averaged weights
+    ema_decay: OpenFraction | None = None
