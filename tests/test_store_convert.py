@@ -13,6 +13,7 @@ from slotlab.data import registry
 from slotlab.data.convert import convert_dataset, convert_examples
 from slotlab.data.download import download
 from slotlab.data.formats import multi_object as mo
+from slotlab.data.formats.tfrecord import write_records
 from slotlab.data.procedural.tetrominoes import generate_tetrominoes
 from slotlab.data.registry import build_dataset
 from slotlab.data.store import Store, StoreWriter
@@ -155,7 +156,7 @@ def test_movi_download_reads_tfds_shard_list(tmp_path):
     (base / "dataset_info.json").write_text(json.dumps(info))
     for f in ["movi_e-train.tfrecord-00000-of-00002", "movi_e-train.tfrecord-00001-of-00002",
               "movi_e-validation.tfrecord-00000-of-00001"]:
-        (base / f).write_bytes(f.encode())
+        write_records(base / f, [f.encode()])  # real TFRecord framing: downloads are checked record by record
     paths = download("movi_e", tmp_path / "dl", mirror=(tmp_path / "mirror").as_uri(), splits=("validation",),
                      progress=False)
     assert [p.name for p in paths] == ["movi_e-validation.tfrecord-00000-of-00001"]

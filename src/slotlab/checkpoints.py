@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import yaml
+from safetensors import SafetensorError
 
 from slotlab.config import ExperimentConfig, config_from_dict
 from slotlab.errors import ConfigError, DataError, SlotlabError
@@ -18,7 +19,15 @@ from slotlab.io import atomic_write_text
 from slotlab.kinds import EXPERIMENT_FILE, KINDS, ModelKind, kind, kind_of_folder
 from slotlab.models.base import CONFIG_FILE, WEIGHTS_FILE
 
-__all__ = ["EXPERIMENT_FILE", "checkpoint_step", "load_trained", "model_folder", "read_checkpoint", "save_trained"]
+__all__ = [
+    "EXPERIMENT_FILE",
+    "checkpoint_step",
+    "config_of_checkpoint",
+    "load_trained",
+    "model_folder",
+    "read_checkpoint",
+    "save_trained",
+]
 
 
 def save_trained(model, config: ExperimentConfig, model_dir: str | Path) -> Path:
@@ -70,7 +79,8 @@ def read_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def _config_of_checkpoint(ckpt: dict, path: Path) -> ExperimentConfig:
+def config_of_checkpoint(ckpt: dict, path: str | Path) -> ExperimentConfig:
+    """The experiment config a Lightning checkpoint was trained with (a one-line error if it has none)."""
     try:
         values = ckpt["hyper_parameters"]["config"]
     except (KeyError, TypeError):
@@ -96,13 +106,15 @@ def load_trained(
         config = _experiment_of_folder(folder, k)
         try:
             model = k.model.from_pretrained(folder, map_location=map_location)
+        except ConfigError as e:  # a config.json value out of its range or of the wrong type
+            raise DataError(f"{folder}: {e}") from None
         except SlotlabError:
             raise
-        except (RuntimeError, TypeError, ValueError, OSError) as e:
+        except (RuntimeError, TypeError, ValueError, OSError, SafetensorError) as e:
             raise DataError(f"{folder}: cannot load this model ({_one_line(e)})") from None
         return model.eval(), config
     ckpt = read_checkpoint(path)
-    config = _config_of_checkpoint(ckpt, Path(path))
+    config = config_of_checkpoint(ckpt, path)
     k = kind(config.task)
     if command:
         k.require(command, str(path))

@@ -7,20 +7,24 @@ can be scored), ``logs/`` (TensorBoard), ``curve.jsonl`` (validation metrics ove
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from slotlab.checkpoints import save_trained
-from slotlab.config import ExperimentConfig
+from slotlab.checkpoints import config_of_checkpoint, read_checkpoint, save_trained
+from slotlab.config import ExperimentConfig, config_from_dict
 from slotlab.data.registry import build_dataset
 from slotlab.errors import ConfigError
+from slotlab.io import LOCK_FILE, FolderLock, atomic_write_text
 from slotlab.kinds import kind
 from slotlab.training.base import SlotModule
 from slotlab.training.precision import resolve_precision
@@ -32,7 +36,17 @@ from slotlab.training.trainer import (
     configure_threads,
 )
 
-__all__ = ["BEST_CHECKPOINT", "LAST_CHECKPOINT", "RUN_OUTPUTS", "TrainResult", "claim_run_folder", "train"]
+__all__ = [
+    "BEST_CHECKPOINT",
+    "LAST_CHECKPOINT",
+    "RESUMABLE",
+    "RUN_OUTPUTS",
+    "TrainResult",
+    "claim_run_folder",
+    "resumed_config",
+    "train",
+    "trim_curve",
+]
 
 RUN_OUTPUTS = ("checkpoints", "logs", "curve.jsonl", "model")  # what a training run writes into its folder
 
@@ -66,6 +80,88 @@ def claim_run_folder(out_dir: Path, resume: str | None, overwrite: bool) -> None
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+# What may change when a run is resumed: how long and how it runs, where the data lies. Anything else (the model,
+# the data, the optimiser, the seeds) would silently not apply or would break the run, and is refused.
+RESUMABLE = frozenset(
+    {
+        "name",
+        "optim.max_steps",
+        "data.path",
+        "data.val_path",
+        "data.num_workers",
+        "trainer.accelerator",
+        "trainer.devices",
+        "trainer.num_nodes",
+        "trainer.strategy",
+        "trainer.precision",
+        "trainer.compile",
+        "trainer.channels_last",
+        "trainer.max_time_minutes",
+        "trainer.val_every_n_steps",
+        "trainer.checkpoint_every_n_steps",
+        "trainer.log_every_n_steps",
+        "trainer.num_threads",
+    }
+)
+
+
+def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resumed_config(saved: ExperimentConfig, asked: ExperimentConfig) -> ExperimentConfig:
+    """The config a resumed run goes on with: the checkpoint's, with the settings in :data:`RESUMABLE` taken from
+    the command; a change to anything else is refused in one line."""
+    old, new = _flat(saved.to_dict()), _flat(asked.to_dict())
+    if new.get("trainer.precision") == "auto":
+        new["trainer.precision"] = old.get("trainer.precision")  # "auto" was resolved when the run started
+    changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUMABLE]
+    if changed:
+        k = changed[0]
+        more = f" (and {len(changed) - 1} more: {', '.join(changed[1:4])})" if len(changed) > 1 else ""
+        raise ConfigError(
+            f"{k} cannot change on --resume (the run has {old.get(k)!r}, the command asks for "
+            f"{new.get(k)!r}){more}; start a new run (--overwrite or another --out) to change it"
+        )
+    values = saved.to_dict()
+    for key in RESUMABLE:
+        section, _, name = key.rpartition(".")
+        (values[section] if section else values)[name] = new[key]
+    return config_from_dict(values)
+
+
+def trim_curve(path: Path, step: int) -> None:
+    """Drop ``curve.jsonl`` rows past ``step`` (and a row cut off mid-write): what a crash after the last
+    checkpoint left behind, which the resumed run writes again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and row.get("step", 0) <= step:
+            kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+
+
+def _resume_from(out_dir: Path, resume: str | None) -> Path | None:
+    if resume is None:
+        return None
+    path = out_dir / "checkpoints" / LAST_CHECKPOINT if resume == "last" else Path(resume)
+    if not path.is_file():
+        hint = "start the run without --resume" if resume == "last" else "give an existing .ckpt"
+        raise ConfigError(f"--resume: {path} does not exist; {hint}")
+    return path
+
+
 def train(
     config: ExperimentConfig,
     out_dir: str | Path,
@@ -74,12 +170,20 @@ def train(
     callbacks: list[Callback] | None = None,
     overwrite: bool = False,
 ) -> TrainResult:
-    """Train ``config`` into ``out_dir``. ``resume``: a .ckpt or "last". A folder that already holds a run needs
-    ``resume`` (continue it) or ``overwrite`` (remove it and start again)."""
+    """Train ``config`` into ``out_dir``. ``resume``: a .ckpt or "last" (``out_dir/checkpoints/last.ckpt``). A
+    folder that already holds a run needs ``resume`` (continue it) or ``overwrite`` (remove it and start again).
+
+    Everything that can be checked is checked before the folder is touched: the config, the checkpoint to resume
+    (read tensors-only; what may change on resume: :data:`RESUMABLE`), the data. Then the folder's writer lock is
+    taken (a second writer is refused, naming the holder), and checkpoints are written atomically."""
     k = kind(config.task)
     out_dir = Path(out_dir)
-    claim_run_folder(out_dir, resume, overwrite)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    resume_path = _resume_from(out_dir, resume)
+    step = 0
+    if resume_path is not None:
+        ckpt = read_checkpoint(resume_path)  # refuses a file that would run code, or a corrupt one, in one line
+        saved = config_of_checkpoint(ckpt, resume_path)
+        config, step = resumed_config(saved, config), int(ckpt.get("global_step", 0))
     configure_threads(config)
     L.seed_everything(config.trainer.seed, workers=True, verbose=False)
     start = time.monotonic()
@@ -89,19 +193,39 @@ def train(
             f"data.resolution {train_set.resolution} differs from model.resolution {config.model.resolution}"
         )
     k.module.check_data(config, train_set)
+    created = not out_dir.exists()
+    try:
+        with FolderLock(out_dir, f"train {config.name}") if not _is_replica() else contextlib.nullcontext():
+            claim_run_folder(out_dir, resume, overwrite)
+            if resume_path is not None:
+                trim_curve(out_dir / "curve.jsonl", step)
+            return _fit(k, config, out_dir, train_set, val_set, resume_path, progress, callbacks, start)
+    except BaseException:
+        if created and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}:
+            shutil.rmtree(out_dir, ignore_errors=True)  # a start that failed leaves nothing behind
+        raise
+
+
+def _fit(k, config, out_dir, train_set, val_set, resume_path, progress, callbacks, start) -> TrainResult:
     data = SceneDataModule(train_set, val_set, config.optim.batch_size, config.trainer.seed, config.data.num_workers)
     module = k.build_module(config)
     # "auto" becomes what runs (and what model/config.json records)
     config.trainer.precision = resolve_precision(config, module, train_set)  # type: ignore[assignment]
     monitor = k.monitor if k.evaluator.can_score(val_set) else None
     trainer = build_trainer(config, out_dir, progress, callbacks, monitor=monitor)
-    if resume == "last":
-        last = out_dir / "checkpoints" / LAST_CHECKPOINT
-        resume = str(last) if last.is_file() else None
     with warnings.catch_warnings():
         # SceneDataModule resumes mid-epoch itself (its sampler skips the batches done), which Lightning cannot see
         warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-        trainer.fit(module, datamodule=data, ckpt_path=resume)
+        warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # Lightning's own deprecation
+        warnings.filterwarnings("ignore", message="The number of training batches .* is smaller than the logging")
+        try:
+            trainer.fit(module, datamodule=data, ckpt_path=resume_path, weights_only=True)
+        except SystemExit as e:  # Lightning turns Ctrl-C into exit(1) after saving what it can
+            if trainer.interrupted:
+                raise KeyboardInterrupt from e
+            raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt
     if module.resave_last_checkpoint and trainer.is_global_zero:  # e.g. with the autoencoder's scaling factor
         trainer.save_checkpoint(out_dir / "checkpoints" / LAST_CHECKPOINT)
     model_dir = out_dir / "model"

@@ -10,9 +10,10 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +67,14 @@ def write_json(path: str | Path, value: Any) -> Path:
     return atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
-def fetch(url: str, dest: Path, progress: bool = True, size: int | None = None) -> Path:
+def fetch(
+    url: str, dest: Path, progress: bool = True, size: int | None = None, verify: Callable[[Path], None] | None = None
+) -> Path:
     """Download ``url`` to ``dest`` (through ``dest.part``, renamed when complete); an existing ``dest`` is kept.
 
-    A download shorter than the server's Content-Length (or than ``size``, when the source publishes it) is refused
-    and removed, so a broken connection never leaves a truncated file under the final name."""
+    A download shorter than the server's Content-Length (or than ``size``, when the source publishes it), or that
+    ``verify`` (a check of the file's own format: record checksums, a zip's directory) rejects with a
+    :class:`DataError`, is refused and removed, so a broken transfer never lands under the final name."""
     if dest.is_file():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -87,12 +91,68 @@ def fetch(url: str, dest: Path, progress: bool = True, size: int | None = None) 
         reason = getattr(e, "reason", None) or e
         raise DataError(f"cannot download {url} ({reason}); fetch it yourself and put it at {dest}") from None
     got, expected = part.stat().st_size, size if size is not None else total
-    if expected is not None and got != expected:
+    problem = f"{got} of {expected} bytes" if expected is not None and got != expected else None
+    if problem is None and verify is not None:
+        try:
+            verify(part)
+        except DataError as e:
+            problem = str(e).replace(str(part), part.name)
+    if problem is not None:
         part.unlink(missing_ok=True)
         raise DataError(
-            f"the download of {url} is incomplete ({got} of {expected} bytes); run it again, or fetch it "
-            f"yourself and put it at {dest}"
+            f"the download of {url} is incomplete or corrupt ({problem}); run it again, or fetch it yourself and "
+            f"put it at {dest}"
         )
     part.replace(dest)
     return dest
 
+
+LOCK_FILE = ".slotlab.lock"
+HOLDER_FILE = ".slotlab.lock.json"
+
+
+class FolderLock:
+    """One writer per folder: an OS-level lock (``filelock``, released by the OS when the process ends, even by
+    kill -9) on ``DIR/.slotlab.lock``, held for as long as a command writes into the folder. Who holds it (command,
+    process id, start time) is written beside it, so a second writer is refused with one line that names the
+    holder. Use as a context manager; ``folder`` is created if needed."""
+
+    def __init__(self, folder: str | Path, command: str):
+        self.folder, self.command = Path(folder), command
+        self._lock: Any = None
+
+    def __enter__(self) -> FolderLock:
+        from filelock import FileLock, Timeout
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.folder / LOCK_FILE))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise DataError(
+                f"{self.folder} is being written by another slotlab process ({self.holder()}); wait for "
+                "it to end or choose another folder"
+            ) from None
+        self._lock = lock
+        record = {"command": self.command, "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            atomic_write_text(self.folder / HOLDER_FILE, json.dumps(record) + "\n")
+        except BaseException:
+            lock.release()
+            raise
+        return self
+
+    def holder(self) -> str:
+        """Who holds the lock, as far as its record says."""
+        try:
+            record = json.loads((self.folder / HOLDER_FILE).read_text())
+            return f"`slotlab {record['command']}`, pid {record['pid']}, since {record['started']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "holder unknown"
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                (self.folder / HOLDER_FILE).unlink()
+            self._lock.release()
+            self._lock = None

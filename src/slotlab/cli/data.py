@@ -41,6 +41,7 @@ def add_data(sub) -> None:
         "--mirror", help="replace the scheme and host of the URLs (a local mirror, e.g. file:///data/mirror)"
     )
     q.add_argument("--split", action="append", help="MOVi: splits to fetch (repeatable; default all)")
+    q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_download)
 
     q = dsub.add_parser(
@@ -145,7 +146,9 @@ def cmd_list(args) -> int:
 def cmd_download(args) -> int:
     from slotlab.data.download import download
 
-    paths = download(args.name, args.root, args.mirror, tuple(args.split) if args.split else None)
+    paths = download(
+        args.name, args.root, args.mirror, tuple(args.split) if args.split else None, progress=not args.no_progress
+    )
     for p in paths:
         print(p)
     return 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slotlab.cli.options import add_seed
+from slotlab.cli.options import add_seed, quiet_lightning
 
 
 def add_demo(sub) -> None:
@@ -38,6 +38,7 @@ def cmd_demo(args) -> int:
     from slotlab.errors import ConfigError
     from slotlab.recipes import lsd_demo, object_discovery_demo
 
+    quiet_lightning()
     if args.minutes is not None and not args.minutes > 0:
         raise ConfigError(f"--minutes must be positive, got {args.minutes}")
     if args.task == "lsd":

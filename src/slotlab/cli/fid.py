@@ -74,6 +74,10 @@ def cmd_fid(args) -> int:
     protocols = args.protocols or (list(NEEDS_LIBRARY) if library else []) + ["shift", "shuffle"]
     if library is None and set(protocols) & set(NEEDS_LIBRARY):
         raise DataError(f"the {' and '.join(p for p in protocols if p in NEEDS_LIBRARY)} protocol needs --library")
+    if library is not None:
+        from slotlab.concepts import check_library_model
+
+        check_library_model(library, model)
     if library is not None and library.slots.shape[1] != model.slot_width:
         raise DataError(
             f"{args.library} holds slots of width {library.slots.shape[1]}; the model's are "

@@ -8,6 +8,7 @@ Every command lives in a module named after it (``slotlab.cli.<command>``) with 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from slotlab.cli.compose import add_compose
@@ -79,14 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         check_numbers(args)
         return args.func(args)
     except SlotlabError as e:
-        print(f"slotlab: error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
     except FileNotFoundError as e:
-        print(f"slotlab: error: file not found: {e.filename or e}", file=sys.stderr)
-        return 2
+        return _error(f"file not found: {e.filename or e}")
+    except OSError as e:  # a full disk, an unwritable output, a folder where a file should be
+        where = f": {e.filename}" if e.filename else ""
+        return _error(f"{e.strerror or e}{where}" + (" (the disk is full)" if e.errno == errno.ENOSPC else ""))
     except KeyboardInterrupt:
         print("slotlab: interrupted", file=sys.stderr)
         return 130
+
+
+def _error(message: str) -> int:
+    print(f"slotlab: error: {' '.join(message.split())}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

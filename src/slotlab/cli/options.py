@@ -135,3 +135,14 @@ def concept_groups(items: list[str] | None) -> list[int | list[int]] | None:
             raise ConfigError(f"--concepts: {item!r} is not a concept id or a comma-separated group")
         out.append(ids if "," in item else ids[0])
     return out
+
+
+def quiet_lightning() -> None:
+    """Lightning's notices (devices found, tips, "attempting graceful shutdown") are not the command's output: only
+    its warnings and errors are shown. Call after Lightning is imported (it sets its level on import)."""
+    import logging
+
+    import lightning  # noqa: F401
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from slotlab.cli.options import quiet_lightning
+
 
 def add_train(sub) -> None:
     p = sub.add_parser(
@@ -36,6 +38,7 @@ def cmd_train(args) -> int:
     from slotlab.config import load_config
     from slotlab.experiment import train
 
+    quiet_lightning()
     config = load_config(args.preset, args.overrides)
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if result.trainer.is_global_zero:

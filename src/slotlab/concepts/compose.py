@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from slotlab.concepts.library import ConceptLibrary
+from slotlab.concepts.library import ConceptLibrary, check_library_model
 from slotlab.editing import decode_slots, slot_model
 from slotlab.errors import DataError
 
@@ -37,6 +37,7 @@ def compose(
     (default: all members). Returns images [n, 3, R, R] in [-1, 1] and the prompt: per scene the concept ids and
     the (image index, slot index) of every member slot used, with the seed and sampling settings.
     """
+    check_library_model(library, model)
     if concepts is not None:
         if len(concepts) == 0:
             raise DataError("no concepts given")

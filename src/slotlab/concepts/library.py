@@ -395,6 +395,18 @@ class ConceptLibrary:
         return cls(**tensors, metadata=json.loads(header.get("metadata", "{}")))
 
 
+def check_library_model(library: ConceptLibrary, model) -> None:
+    """A one-line DataError when ``library`` was built with another model than ``model`` (its slots would mean
+    nothing to this decoder). Libraries from before the fingerprint was recorded are taken as they are."""
+    recorded = library.metadata.get("model_fingerprint")
+    if recorded is not None and recorded != model.fingerprint():
+        raise DataError(
+            f"the concept library was built with another model (weights {recorded}, this model's "
+            f"{model.fingerprint()}): build a library with this model, or pass the library's model "
+            f"({library.metadata.get('model', 'unknown')})"
+        )
+
+
 def library_dataset(library: ConceptLibrary, data: str | Path | None = None) -> SceneDataset:
     """The images a library was built from: as recorded in its metadata, or ``data`` (a store or .npz)."""
     from slotlab.data.config import DataConfig
@@ -424,7 +436,12 @@ def build_library(
 ) -> ConceptLibrary:
     """:func:`collect_slots` then :meth:`ConceptLibrary.build`."""
     collection = collect_slots(model, dataset, batch_size, seed, max_images, progress, mask_size)
-    meta = {"model_type": kind_of(model).name, "resolution": int(model.resolution), **(metadata or {})}
+    meta = {
+        "model_type": kind_of(model).name,
+        "resolution": int(model.resolution),
+        "model_fingerprint": model.fingerprint(),
+        **(metadata or {}),
+    }
     return ConceptLibrary.build(collection, k, backend, seed, iters, meta)
 
 

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from slotlab.data.store import Store, StoreWriter
 from slotlab.data.transforms import masks_to_labels, prepare_images, prepare_labels
+from slotlab.io import FolderLock
 
 _IMAGE_KEYS = {"image", "mask", "labels"}
 
@@ -152,23 +153,24 @@ def convert_dataset(
         "limit": limit,
         "antialias": info.antialias,
     }
-    writer = StoreWriter(dst, attrs)
-    if writer.complete:
-        return Store(dst)
-    total = info.num_records if split == "train" else None
-    return convert_examples(
-        info.read(src, split, writer.consumed),
-        dst,
-        attrs,
-        info.crop,
-        resolution,
-        start=writer.consumed,
-        total=total,
-        limit=limit,
-        chunk=chunk,
-        progress=progress,
-        antialias=info.antialias,
-    )
+    with FolderLock(dst, f"data convert {name}"):
+        writer = StoreWriter(dst, attrs)
+        if writer.complete:
+            return Store(dst)
+        total = info.num_records if split == "train" else None
+        return convert_examples(
+            info.read(src, split, writer.consumed),
+            dst,
+            attrs,
+            info.crop,
+            resolution,
+            start=writer.consumed,
+            total=total,
+            limit=limit,
+            chunk=chunk,
+            progress=progress,
+            antialias=info.antialias,
+        )
 
 
 def write_procedural_store(
@@ -198,26 +200,27 @@ def write_procedural_store(
         "crop": info.crop,
         "num": n,
     }
-    writer = StoreWriter(dst, attrs)
-    if writer.complete:
-        return Store(dst)
+    with FolderLock(dst, f"data generate {name} --store"):
+        writer = StoreWriter(dst, attrs)
+        if writer.complete:
+            return Store(dst)
 
-    def examples():
-        for i in range(writer.consumed // chunk, -(-n // chunk)):
-            d = info.generate(min(chunk, n - i * chunk), seed + i)
-            keys = [k for k, v in d.items() if isinstance(v, np.ndarray) and len(v) == len(d["image"])]
-            for j in range(len(d["image"])):
-                yield {k: d[k][j] for k in keys}
+        def examples():
+            for i in range(writer.consumed // chunk, -(-n // chunk)):
+                d = info.generate(min(chunk, n - i * chunk), seed + i)
+                keys = [k for k, v in d.items() if isinstance(v, np.ndarray) and len(v) == len(d["image"])]
+                for j in range(len(d["image"])):
+                    yield {k: d[k][j] for k in keys}
 
-    return convert_examples(
-        examples(),
-        dst,
-        attrs,
-        info.crop,
-        resolution,
-        start=writer.consumed,
-        total=n,
-        limit=n,
-        chunk=chunk,
-        progress=progress,
-    )
+        return convert_examples(
+            examples(),
+            dst,
+            attrs,
+            info.crop,
+            resolution,
+            start=writer.consumed,
+            total=n,
+            limit=n,
+            chunk=chunk,
+            progress=progress,
+        )

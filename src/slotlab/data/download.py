@@ -20,9 +20,39 @@ def _mirrored(url: str, mirror: str | None) -> str:
     return url if not mirror else f"{mirror.rstrip('/')}/{urlparse(url).path.lstrip('/')}"
 
 
+def verify_download(path: Path) -> None:
+    """Check a downloaded file by its own format: every TFRecord's framing and CRCs, a zip's directory and CRCs, a
+    JSON file's syntax. A :class:`DataError` says what is wrong."""
+    name = path.name.removesuffix(".part")
+    if ".tfrecord" in name:
+        from slotlab.data.formats.tfrecord import read_records
+
+        for _ in read_records(path):
+            pass
+    elif name.endswith(".zip"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+        except (zipfile.BadZipFile, OSError) as e:
+            raise DataError(f"{path}: not a valid zip archive ({e})") from None
+        if bad is not None:
+            raise DataError(f"{path}: {bad} fails its CRC check")
+    elif name.endswith(".json"):
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DataError(f"{path}: not valid JSON ({e})") from None
+
+
 def _movi(base: str, name: str, root: Path, splits: tuple[str, ...], progress: bool) -> list[Path]:
     """TFDS layout: dataset_info.json lists each split's shard lengths; shards are NAME-SPLIT.tfrecord-i-of-n."""
-    info_path = fetch(f"{base}/dataset_info.json", root / "dataset_info.json", progress)
+    try:
+        info_path = fetch(f"{base}/dataset_info.json", root / "dataset_info.json", progress, verify=verify_download)
+    except DataError as e:  # say what else is needed, not only the index file
+        raise DataError(
+            f"{e}; then fetch the shards it lists ({name}-SPLIT.tfrecord-NNNNN-of-MMMMM for the splits "
+            f"{', '.join(splits)}) from {base}/ into {root}"
+        ) from None
     try:
         info = json.loads(info_path.read_text())
         shards = {s["name"]: len(s["shardLengths"]) for s in info["splits"]}
@@ -33,7 +63,7 @@ def _movi(base: str, name: str, root: Path, splits: tuple[str, ...], progress: b
         n = shards.get(split, 0)
         for i in range(n):
             file = f"{name}-{split}.tfrecord-{i:05d}-of-{n:05d}"
-            paths.append(fetch(f"{base}/{file}", root / file, progress))
+            paths.append(fetch(f"{base}/{file}", root / file, progress, verify=verify_download))
     return paths
 
 
@@ -49,7 +79,7 @@ def download(
     url = _mirrored(info.downloads[0], mirror)
     if name.startswith("movi_"):
         return _movi(url, name, root, splits or info.splits, progress)
-    dest = fetch(url, root / Path(urlparse(url).path).name, progress)
+    dest = fetch(url, root / Path(urlparse(url).path).name, progress, verify=verify_download)
     if dest.suffix == ".zip":  # CLEVR v1.0: unpack next to the archive
         folder = root / dest.stem
         if not folder.is_dir():

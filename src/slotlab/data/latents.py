@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from slotlab.data.datasets import SceneDataset
 from slotlab.data.store import Store, StoreWriter
 from slotlab.errors import DataError
+from slotlab.io import FolderLock
 
 
 class ImageAutoencoder(Protocol):
@@ -109,30 +110,31 @@ def cache_latents(
     clash = [k for k in dataset.extra if k in RESERVED]
     if clash:
         raise DataError(f"the dataset's extra field(s) {clash} clash with the latent store's fields {list(RESERVED)}")
-    writer = StoreWriter(dst, latent_store_attrs(autoencoder, dataset, sample, seed, batch_size, dtype, attrs))
-    if writer.complete:
-        return Store(dst)
-    device = next(autoencoder.parameters()).device
-    was_training = autoencoder.training
-    autoencoder.eval()
-    n = len(dataset)
-    bar = tqdm(
-        total=n, initial=writer.count, unit="img", desc="cache latents", disable=not progress, dynamic_ncols=True
-    )
-    with bar:
-        for start in range(writer.count, n, batch_size):
-            index = slice(start, min(start + batch_size, n))
-            images = dataset[torch.arange(index.start, index.stop)]["image"].to(device)
-            if sample:
-                g = torch.Generator(device=device).manual_seed(seed + start)
-                latents = autoencoder.encode(images, sample=True, generator=g)
-            else:
-                latents = autoencoder.encode(images, sample=False)
-            items = {"latents": latents.float().cpu().numpy().astype(dtype), "image": _numpy(dataset.images, index)}
-            if dataset.labels is not None:
-                items["labels"] = _numpy(dataset.labels, index)
-            items.update({k: _numpy(v, index) for k, v in dataset.extra.items()})
-            writer.append(items, index.stop)
-            bar.update(index.stop - index.start)
-    autoencoder.train(was_training)
-    return writer.finish()
+    with FolderLock(dst, "data cache-latents"):
+        writer = StoreWriter(dst, latent_store_attrs(autoencoder, dataset, sample, seed, batch_size, dtype, attrs))
+        if writer.complete:
+            return Store(dst)
+        device = next(autoencoder.parameters()).device
+        was_training = autoencoder.training
+        autoencoder.eval()
+        n = len(dataset)
+        bar = tqdm(
+            total=n, initial=writer.count, unit="img", desc="cache latents", disable=not progress, dynamic_ncols=True
+        )
+        with bar:
+            for start in range(writer.count, n, batch_size):
+                index = slice(start, min(start + batch_size, n))
+                images = dataset[torch.arange(index.start, index.stop)]["image"].to(device)
+                if sample:
+                    g = torch.Generator(device=device).manual_seed(seed + start)
+                    latents = autoencoder.encode(images, sample=True, generator=g)
+                else:
+                    latents = autoencoder.encode(images, sample=False)
+                items = {"latents": latents.float().cpu().numpy().astype(dtype), "image": _numpy(dataset.images, index)}
+                if dataset.labels is not None:
+                    items["labels"] = _numpy(dataset.labels, index)
+                items.update({k: _numpy(v, index) for k, v in dataset.extra.items()})
+                writer.append(items, index.stop)
+                bar.update(index.stop - index.start)
+        autoencoder.train(was_training)
+        return writer.finish()

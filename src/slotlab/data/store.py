@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from slotlab.errors import DataError
-from slotlab.io import read_json
+from slotlab.io import atomic_write_text, read_json
 
 FORMAT = "slotlab-store"
 META = "meta.json"
@@ -99,6 +99,13 @@ class StoreWriter:
         self._write_meta()
 
     def finish(self) -> Store:
+        """Mark the store complete. A store without items is refused (and stays unfinished): every later command
+        would fail on it."""
+        if self.count == 0:
+            raise DataError(
+                f"{self.root}: no items to store (the source gave none after {self.consumed} records); "
+                "nothing was marked complete"
+            )
         self.complete = True
         self._write_meta()
         return Store(self.root)
@@ -113,9 +120,7 @@ class StoreWriter:
             "fields": self.fields,
             "attrs": self.attrs,
         }
-        tmp = self.root / (META + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1))
-        os.replace(tmp, self.root / META)
+        atomic_write_text(self.root / META, json.dumps(meta, indent=1))
 
 
 def _item_bytes(spec: dict) -> int:

@@ -55,8 +55,10 @@ def masks_to_labels(mask: np.ndarray | Tensor) -> Tensor:
     if m.ndim == 4:
         return (m.to(torch.uint8) if m.dtype == torch.bool else m).argmax(dim=1).to(torch.uint8)
     if m.ndim == 3:
-        if m.dtype.is_floating_point or m.dtype == torch.bool or (m.numel() and (m.min() < 0 or m.max() > 255)):
+        if m.dtype.is_floating_point or m.dtype == torch.bool:
             raise DataError(f"label map must hold integers in 0..255, got {m.dtype}")
+        if m.numel() and (int(m.min()) < 0 or int(m.max()) > 255):
+            raise DataError(f"label map values must be in 0..255, found {int(m.min())}..{int(m.max())} (out of range)")
         return m.to(torch.uint8)
     raise DataError(f"mask must be a label map [N, H, W] or one-hot [N, K, H, W], got shape {list(m.shape)}")
 

@@ -20,6 +20,7 @@ Shapes: B batch, K slots, D slot width, N = side * side attention inputs, R imag
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import math
@@ -72,6 +73,14 @@ class SavedModel(nn.Module, PyTorchModelHubMixin, library_name="slotlab", tags=[
     def config_record(self) -> dict:
         """What config.json holds: the config's values and the class that reads them."""
         return {CLASS_KEY: type(self).__name__, **asdict(self.config)}
+
+    def fingerprint(self) -> str:
+        """A short hash of the weights: tells whether slots (a concept library, a cache) came from this model."""
+        h = hashlib.sha256()
+        for name, t in self.state_dict().items():
+            h.update(name.encode())
+            h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
     def _save_pretrained(self, save_directory: Path) -> None:
         """Weights and config.json, each written to a temporary file and renamed (never left half-written)."""

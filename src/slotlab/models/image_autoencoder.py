@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -249,16 +250,18 @@ class ImageAutoencoder(SavedModel, tags=["autoencoder"]):
 
 
 def load_image_autoencoder(
-    name: str | Path, subfolder: str | None = "vae", resolution: int | None = None
+    name: str | Path, subfolder: str | None = "vae", resolution: int | None = None, key: str = "model.autoencoder"
 ) -> ImageAutoencoder:
     """A folder written by :meth:`ImageAutoencoder.save_pretrained`, else a pretrained diffusers VAE: a hub id or a
-    local diffusers folder, with the VAE in ``subfolder`` (``resolution`` only fills in the config's record)."""
+    local diffusers folder, with the VAE in ``subfolder`` (``resolution`` only fills in the config's record).
+    ``key``: the setting that names it, for the message when it cannot be had."""
     if (Path(name).expanduser() / CONFIG_FILE).is_file():
         return ImageAutoencoder.from_pretrained(Path(name).expanduser())
+    check_autoencoder_available(str(name), subfolder, key)
     config = ImageAutoencoderConfig(pretrained=str(name), subfolder=subfolder)
     if resolution is not None:
         config.resolution = resolution
-    return ImageAutoencoder(config)
+    return ImageAutoencoder(config, vae=load_vae(str(name), subfolder, key))
 
 
 def build_vae(config: ImageAutoencoderConfig) -> Any:
@@ -289,10 +292,60 @@ def _looks_like_path(name: str) -> bool:
     return Path(name).expanduser().exists() or name.startswith(("/", "./", "../", "~", "\\")) or name.count("/") > 1
 
 
-def load_vae(name: str, subfolder: str | None = "vae") -> Any:
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub can be reached at all (offline mode set, no DNS, no route: False, at once)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _offline_message(name: str, subfolder: str | None, key: str, reason: str) -> str:
+    include = f" --include '{subfolder}/*'" if subfolder else ""
+    sub = f"{subfolder}/" if subfolder else ""
+    where = f"{name} (subfolder {subfolder})" if subfolder else name
+    return (
+        f"cannot load the VAE {where}: {reason}; on a machine with internet run `hf download {name}{include}` and "
+        "copy the cache ($HF_HOME/hub, default ~/.cache/huggingface/hub) here, or set "
+        f"{key} to a local folder holding {sub}config.json and {sub}diffusion_pytorch_model.safetensors"
+    )
+
+
+def check_autoencoder_available(name: str, subfolder: str | None = "vae", key: str = "model.autoencoder") -> None:
+    """A one-line :class:`DataError`, at once, when the autoencoder ``name`` can be neither read from disk (a slotlab
+    or diffusers folder, the Hugging Face cache) nor downloaded; ``key`` is the setting that names it."""
+    folder = Path(name).expanduser()
+    if (folder / CONFIG_FILE).is_file() or (folder / (subfolder or "") / "config.json").is_file():
+        return
+    if _looks_like_path(name):
+        raise DataError(
+            f"{key}={name}: not a saved image autoencoder nor a diffusers folder (no {CONFIG_FILE} or "
+            f"{subfolder or '.'}/config.json)"
+        )
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(name, f"{subfolder}/config.json" if subfolder else "config.json")
+    if isinstance(cached, str) or _hub_reachable():
+        return
+    raise DataError(
+        _offline_message(name, subfolder, key, "not in the Hugging Face cache and the Hub cannot be reached")
+    )
+
+
+def load_vae(name: str, subfolder: str | None = "vae", key: str = "model.pretrained") -> Any:
     """``AutoencoderKL.from_pretrained`` from the hub cache or a local folder, safetensors only.
 
-    Raises :class:`DataError` with one line saying what to fetch when it is not there (e.g. offline).
+    Raises :class:`DataError` with one line saying what to fetch when it is not there (e.g. offline), at once:
+    the cache is tried first, and the Hub only if it can be reached. ``key``: the setting that names the VAE.
     """
     from diffusers import AutoencoderKL
     from diffusers.utils import is_accelerate_available
@@ -304,19 +357,24 @@ def load_vae(name: str, subfolder: str | None = "vae") -> Any:
         if not (folder / "config.json").is_file():
             raise DataError(f"cannot load the VAE {where}: {folder / 'config.json'} not found")
         name = str(Path(name).expanduser())
+    kwargs = dict(subfolder=subfolder, use_safetensors=True, low_cpu_mem_usage=is_accelerate_available())
     try:
-        return AutoencoderKL.from_pretrained(
-            name, subfolder=subfolder, use_safetensors=True, low_cpu_mem_usage=is_accelerate_available()
-        )
-    except (OSError, ValueError) as e:  # offline / not cached: OSError; huggingface_hub's errors derive from it
+        return AutoencoderKL.from_pretrained(name, local_files_only=not local, **kwargs)
+    except (OSError, ValueError) as e:  # not cached: OSError; huggingface_hub's errors derive from it
         reason = " ".join(str(e).split())[:200]
         if local:
             raise DataError(f"cannot load the VAE {where}: {reason}") from None
-        include = f" --include '{subfolder}/*'" if subfolder else ""
-        sub = f"{subfolder}/" if subfolder else ""
+    if not _hub_reachable():
         raise DataError(
-            f"cannot load the VAE {where}: not in the Hugging Face cache and it could not be downloaded ({reason}); "
-            f"on a machine with internet run `hf download {name}{include}` and copy the cache "
-            "($HF_HOME/hub, default ~/.cache/huggingface/hub) here, or set model.pretrained to a local folder "
-            f"holding {sub}config.json and {sub}diffusion_pytorch_model.safetensors"
-        ) from None
+            _offline_message(name, subfolder, key, "not in the Hugging Face cache and the Hub cannot be reached")
+        )
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # no retry chatter: a failure is reported in one line below
+    try:
+        return AutoencoderKL.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as e:
+        reason = " ".join(str(e).split())[:200]
+        raise DataError(_offline_message(name, subfolder, key, f"it could not be downloaded ({reason})")) from None
+    finally:
+        hub_logger.setLevel(level)

@@ -11,6 +11,7 @@ import torch
 
 from slotlab.data.store import Store, is_store
 from slotlab.errors import ConfigError
+from slotlab.models.image_autoencoder import check_autoencoder_available
 from slotlab.training.base import SlotModule
 
 
@@ -21,8 +22,11 @@ class LSDModule(SlotModule):
 
     @classmethod
     def check_data(cls, config, train_set) -> None:
-        """Latents cached by one autoencoder must be decoded by the same one: refuse a mismatch."""
+        """Without cached latents the autoencoder must be at hand (one line at once if not); latents cached by one
+        autoencoder must be decoded by the same one: refuse a mismatch."""
         super().check_data(config, train_set)
+        if "latents" not in train_set.extra:
+            check_autoencoder_available(config.model.autoencoder)
         if not config.data.path or not is_store(Path(config.data.path).expanduser()):
             return
         attrs = Store(Path(config.data.path).expanduser(), allow_incomplete=True).attrs
@@ -57,4 +61,10 @@ class LSDModule(SlotModule):
         return out.loss
 
     def validation_batch(self, batch: dict) -> dict:
-        return {**super().validation_batch(batch), "latents": self.latents(batch)}
+        """Validation encodes with the posterior mode (what cached latents hold): it draws nothing from the global
+        random state, so training after it goes on as it would without it (exact resume)."""
+        if "latents" in batch:
+            latents = batch["latents"].float()
+        else:
+            latents = self.model.image_autoencoder.encode(batch["image"].float(), sample=False).float()
+        return {**super().validation_batch(batch), "latents": latents}

@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler, ShuffledBatchSampler
+from slotlab.training.checkpoint_io import AtomicCheckpointIO
 
 if TYPE_CHECKING:
     from slotlab.config import ExperimentConfig
@@ -39,12 +40,15 @@ class SceneDataModule(L.LightningDataModule):
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
 
     def _loader(self, dataset: SceneDataset, sampler) -> DataLoader:
+        # a generator of its own: making an iterator then draws nothing from the global random state, which training
+        # draws its noise from (so a resumed run, which makes its iterators at other times, draws the same noise)
         return DataLoader(
             dataset,
             sampler=sampler,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed),
         )
 
     def train_dataloader(self):
@@ -97,6 +101,23 @@ class CurveLogger(Callback):
             f.write(json.dumps(row) + "\n")
 
 
+class RandomStates(Callback):
+    """Saves the global random states in every checkpoint and puts them back on resume, so a resumed run draws the
+    noise the uninterrupted run would have drawn (slot initialisation, diffusion noise, posterior samples: all of
+    which come from torch's global generators during training)."""
+
+    def state_dict(self) -> dict:
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(list(state_dict["cuda"]))
+
+
 BEST_CHECKPOINT = "best.ckpt"  # best validation metric of the task (FG-ARI, AP at 1), beside last.ckpt
 
 
@@ -114,7 +135,7 @@ def build_trainer(
     ckpt = ModelCheckpoint(
         dirpath=out_dir / "checkpoints", every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=1
     )
-    cbs: list[Callback] = [ckpt, LearningRateMonitor("step"), CurveLogger(out_dir / "curve.jsonl")]
+    cbs: list[Callback] = [ckpt, LearningRateMonitor("step"), CurveLogger(out_dir / "curve.jsonl"), RandomStates()]
     if monitor is not None:
         cbs.append(
             ModelCheckpoint(
@@ -149,6 +170,7 @@ def build_trainer(
         enable_model_summary=False,
         use_distributed_sampler=False,
         default_root_dir=str(out_dir),
+        plugins=[AtomicCheckpointIO()],
     )
 
 
