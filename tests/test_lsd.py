@@ -1,5 +1,6 @@
 """Latent Slot Diffusion: decoder with position embeddings, model, sampling, training module, CLI end to end."""
 
+import dataclasses
 import json
 
 import pytest
@@ -199,3 +200,25 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     assert main(["train", "lsd_demo", "--out", str(out / "bad-run"), "--no-progress", f"data.path={out / 'lat'}",
                  "data.val_size=8", "optim.max_steps=1", "model.autoencoder=stabilityai/stable-diffusion-2-1"]) == 2
     assert "holds latents of the autoencoder" in capsys.readouterr().err
+
+
+def test_register_slots_join_the_condition_and_stay_without_the_slots(tmp_path):
+    torch.manual_seed(0)
+    config = dataclasses.replace(tiny_config(), register_slots=2, cond_dropout=0.5)
+    model = LatentSlotDiffusion(config)
+    slots = torch.randn(3, config.num_slots, config.slot_dim)
+    cond = model.condition(slots)
+    assert cond.shape == (3, config.num_slots + 2, config.cross_attention_dim)
+    torch.testing.assert_close(cond[:, -2:], model.registers.expand(3, -1, -1))  # the same tokens for every image
+    dropped = model.condition(slots, torch.zeros(3, 1, 1))
+    assert dropped[:, :-2].abs().max() == 0 and torch.equal(dropped[:, -2:], cond[:, -2:])  # guidance keeps them
+    images, latents = torch.rand(4, 3, 16, 16) * 2 - 1, torch.randn(4, 4, 8, 8)
+    loss = model.train()(images, latents, generator=torch.Generator().manual_seed(0)).loss
+    loss.backward()
+    assert model.registers.grad is not None and model.registers.grad.abs().sum() > 0  # they learn
+    model.eval().save_pretrained(tmp_path / "m")
+    again = LatentSlotDiffusion.from_pretrained(tmp_path / "m")
+    torch.testing.assert_close(again.registers, model.registers)
+    enc = model.encode(images, generator=torch.Generator().manual_seed(0))
+    assert enc.attn.shape[-1] == config.num_slots  # registers are not slots: no attention, no mask
+    assert LatentSlotDiffusion(tiny_config()).registers is None  # off by default (the paper presets)

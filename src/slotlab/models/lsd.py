@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.errors import DataError
-from slotlab.fields import Fraction, PositiveFloat, PositiveInt
+from slotlab.fields import Fraction, NonNegativeInt, PositiveFloat, PositiveInt
 from slotlab.models.base import Sampling, SlotModel
 from slotlab.models.image_autoencoder import ImageAutoencoder, load_image_autoencoder
 from slotlab.modules import SlotAttention
@@ -70,6 +70,10 @@ class LatentSlotDiffusionConfig:
     beta_end: PositiveFloat = 0.012
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
     cond_dropout: Fraction = 0.0  # probability of dropping an image's slots in training (classifier-free guidance)
+    # learned condition tokens beside the slots ("register" or "sink" slots, CODA): the decoder can draw from them what
+    # no object owns (the ground), so the object slots need not hold it; they are not slots of Slot Attention and get
+    # no mask. 0 (off) in the paper presets
+    register_slots: NonNegativeInt = 0
 
     def __post_init__(self):
         self.position_embedding = position_embedding_kind(self.position_embedding)
@@ -131,6 +135,8 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
             implicit_grad=c.implicit_grad,
         )
         self.to_condition = nn.Sequential(nn.LayerNorm(c.slot_dim), nn.Linear(c.slot_dim, c.cross_attention_dim))
+        registers = torch.randn(1, c.register_slots, c.cross_attention_dim) * 0.02 if c.register_slots else None
+        self.registers = nn.Parameter(registers) if registers is not None else None
         self.decoder = SlotConditionedUNet(
             c.latent_size,
             c.latent_channels,
@@ -169,9 +175,15 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
         assert isinstance(autoencoder, ImageAutoencoder), type(autoencoder)
         self._autoencoder[:] = [autoencoder.eval().requires_grad_(False)]
 
-    def condition(self, slots: Tensor) -> Tensor:
-        """slots [B, K, D] -> the decoder's cross-attention input [B, K, E]."""
-        return self.to_condition(slots)
+    def condition(self, slots: Tensor, keep: Tensor | None = None) -> Tensor:
+        """slots [B, K, D] -> the decoder's cross-attention input [B, K + R, E] (R register slots, appended).
+        ``keep`` [B, 1, 1] (0 or 1) drops an image's slots (classifier-free guidance); registers always stay."""
+        cond = self.to_condition(slots)
+        if keep is not None:
+            cond = cond * keep.to(cond.dtype)
+        if self.registers is not None:
+            cond = torch.cat([cond, self.registers.to(cond.dtype).expand(cond.shape[0], -1, -1)], dim=1)
+        return cond
 
     def forward(
         self,
@@ -182,10 +194,11 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
     ) -> LatentSlotDiffusionOutput:
         """One training step's loss: noise the latents at a random t, predict the noise from the slots."""
         enc = self.encode(images, num_iterations=num_iterations, generator=generator)
-        cond = self.condition(enc.slots)
+        keep = None
         if self.training and self.config.cond_dropout > 0:
-            keep = torch.rand(cond.shape[0], 1, 1, device=cond.device, generator=generator) >= self.config.cond_dropout
-            cond = cond * keep
+            b = enc.slots.shape[0]
+            keep = torch.rand(b, 1, 1, device=enc.slots.device, generator=generator) >= self.config.cond_dropout
+        cond = self.condition(enc.slots, keep)
         noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype, generator=generator)
         t = torch.randint(
             0, self.config.num_train_timesteps, (latents.shape[0],), device=latents.device, generator=generator
@@ -229,6 +242,9 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
         if (known is None) != (keep is None):
             raise ValueError("give both known and keep, or neither")
         cond = self.condition(slots)
+        uncond = (
+            self.condition(slots, torch.zeros(slots.shape[0], 1, 1, device=slots.device)) if guidance != 1.0 else None
+        )
         scheduler = self.sampler(sampler)
         scheduler.set_timesteps(steps, device=slots.device)
         shape = (slots.shape[0], c.latent_channels, c.latent_size, c.latent_size)
@@ -247,9 +263,9 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
         for step, t in enumerate(timesteps):
             inp = scheduler.scale_model_input(x, t)
             ts = t.expand(x.shape[0]).to(slots.device)
-            if guidance != 1.0:
+            if uncond is not None:
                 eps_c, eps_u = self.decoder(
-                    torch.cat([inp, inp]), torch.cat([ts, ts]), torch.cat([cond, torch.zeros_like(cond)])
+                    torch.cat([inp, inp]), torch.cat([ts, ts]), torch.cat([cond, uncond])
                 ).chunk(2)
                 eps = eps_u + guidance * (eps_c - eps_u)
             else:
