@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slotlab.modules.position import RelativePositionEmbedding, SoftPositionEmbedding
@@ -82,6 +85,42 @@ class SpatialBroadcastDecoder(nn.Module):
         layers.append(nn.Conv2d(in_ch, 4, out_kernel_size, padding=out_kernel_size // 2))
         self.cnn = nn.Sequential(*layers)
 
+    def first_layer(self, slots: Tensor) -> Tensor:
+        """The first layer over the broadcast slots plus the position embedding, without running it B*K times.
+
+        slots [N, D] -> [N, C, H', W']. The layer is linear and its input is ``slot (constant over the grid) +
+        embedding (the same for every slot)``, so it equals ``sum_d slot_d * layer(unit map of channel d) +
+        layer(embedding)``. All D x C responses to a constant map come from one grouped pass over a ones map (every
+        kernel on its own), the embedding's from one pass, and each slot then costs a 1x1 mixing instead of a k x k
+        convolution: k^2 times fewer operations, equal up to float rounding (the padding's border effects included)."""
+        layer: Any = self.cnn[0]
+        s = self.broadcast_size
+        weight: Tensor = layer.weight
+        d = slots.shape[1]
+        if isinstance(layer, nn.ConvTranspose2d):  # weight [D, C, k, k]
+            c = weight.shape[1]
+            ones = torch.ones(1, d * c, s, s, dtype=weight.dtype, device=weight.device)
+            basis = F.conv_transpose2d(
+                ones,
+                weight.reshape(d * c, 1, *weight.shape[2:]),
+                None,
+                layer.stride,
+                layer.padding,  # type: ignore[arg-type]  # an int pair: set in __init__
+                layer.output_padding,
+                groups=d * c,
+            )
+            basis = basis.reshape(d, c, *basis.shape[-2:])
+        else:  # Conv2d, weight [C, D, k, k]
+            c = weight.shape[0]
+            ones = torch.ones(1, c * d, s, s, dtype=weight.dtype, device=weight.device)
+            basis = F.conv2d(
+                ones, weight.reshape(c * d, 1, *weight.shape[2:]), None, layer.stride, layer.padding, groups=c * d
+            )
+            basis = basis.reshape(c, d, *basis.shape[-2:]).transpose(0, 1)
+        pos: Any = self.pos
+        embedded = layer(pos.embedding().to(weight.dtype))  # [1, C, H', W'], with the layer's bias
+        return torch.einsum("nd,dchw->nchw", slots.to(weight.dtype), basis) + embedded
+
     def forward(self, slots: Tensor) -> BroadcastDecoderOutput:
         b, k, _ = slots.shape
         s = self.broadcast_size
@@ -90,9 +129,9 @@ class SpatialBroadcastDecoder(nn.Module):
             d = feats.shape[-1]
             x = feats.reshape(b, k, d, 1, 1).expand(-1, -1, -1, s, s)
             x = self.pos(x, pose[..., :2], pose[..., 2:] if self.pose_dims == 4 else None).reshape(b * k, d, s, s)
+            out = self.cnn(x)  # [B*K, 4, H, W]
         else:
-            x = self.pos(slots.reshape(b * k, -1, 1, 1).expand(-1, -1, s, s))
-        out = self.cnn(x)  # [B*K, 4, H, W]
+            out = self.cnn[1:](self.first_layer(slots.reshape(b * k, -1)))
         out = out.reshape(b, k, *out.shape[1:])
         rgb, alpha_logits = out.split([3, 1], dim=2)
         alpha = alpha_logits.float().softmax(dim=1).to(rgb.dtype)

@@ -107,17 +107,21 @@ class SlotAttention(nn.Module):
         return self.mu + self.log_sigma.exp() * noise
 
     def step(self, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        """One iteration. slots [B, K, D], k/v [B, N, D] -> (new slots [B, K, D], attn [B, N, K])."""
+        """One iteration. slots [B, K, D], k/v [B, N, D] -> (new slots [B, K, D], attn [B, K, N]).
+
+        Laid out slots-first: the logits [B, K, N] come from one batched matmul, the softmax over the slots runs
+        along dim 1 (contiguous runs of N), and the weighted mean over the inputs is the next matmul; the
+        public [B, N, K] attention is a transposed view of it (see :meth:`forward`)."""
         q = self.to_q(self.norm_slots(slots)) * self.scale
-        logits = torch.einsum("bnd,bkd->bnk", k, q)
-        attn = logits.softmax(dim=-1)  # slots compete for each input
-        updates = torch.einsum("bnk,bnd->bkd", self.mean_weights(attn), v)
+        attn = torch.bmm(q, k.transpose(1, 2)).softmax(dim=1)  # [B, K, N]: slots compete for each input
+        updates = torch.bmm(self.mean_weights(attn, dim=2), v)  # [B, K, D]
         return self.update(slots, updates), attn
 
-    def mean_weights(self, attn: Tensor) -> Tensor:
-        """attn [B, N, K] -> weights of a weighted mean over the inputs: (attn + eps), summing to 1 over N."""
+    def mean_weights(self, attn: Tensor, dim: int = 1) -> Tensor:
+        """Attention -> weights of a weighted mean over the inputs (axis ``dim`` of ``attn``: 1 for [B, N, K], 2 for
+        [B, K, N]): (attn + eps), summing to 1 over the inputs."""
         weights = attn + self.eps
-        return weights / weights.sum(dim=1, keepdim=True)
+        return weights / weights.sum(dim=dim, keepdim=True)
 
     def counts(self, num_slots: int | None, num_iterations: int | None, slots: Tensor | None) -> tuple[int, int]:
         """K and T of a call: given, else the explicit slots' number / the module's defaults."""
@@ -160,4 +164,5 @@ class SlotAttention(nn.Module):
             ):
                 slots, attn = self.step(slots, k, v)
             attns.append(attn)
-        return SlotAttentionOutput(slots=slots, attn=torch.stack(attns, dim=1), init_slots=init_slots)
+        # [B, T, K, N] as computed, seen as [B, T, N, K] (a view: no copy)
+        return SlotAttentionOutput(slots=slots, attn=torch.stack(attns, dim=1).transpose(2, 3), init_slots=init_slots)

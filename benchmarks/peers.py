@@ -1,0 +1,198 @@
+"""slotlab against its peers, side by side in one process: steps/s and the ratio slotlab / peer.
+
+    python benchmarks/peers.py                      # every workload, fp32 / bf16 / bf16 + compile, 2 threads
+    python benchmarks/peers.py --workloads module --rounds 7
+
+Workloads (same sizes and batches on both sides, parameter counts printed):
+
+- ``module``: Slot Attention alone, N 1024 inputs, K 7 slots, D 64, batch 64, 3 iterations, forward + backward;
+  slotlab's ``SlotAttention`` against lucidrains' ``slot-attention`` (PyPI, the ``peers`` extra: ``pip install
+  -e ".[peers]"``; skipped if absent) and against the transcription of the official code (benchmarks/official_model.py).
+- ``tetrominoes``: a training step (forward, MSE, backward, Adam) of the paper's Tetrominoes model, batch 32, 32 px.
+- ``clevr6``: a training step of the paper's CLEVR6 model, batch 8, 128 px.
+
+For the training steps the peer is the plain transcription of the official TF2 model (the official code itself
+needs TensorFlow); slotlab runs its preset's model. Precisions: ``fp32``; ``bf16`` (autocast); ``best`` (bf16 +
+channels-last + torch.compile for slotlab, bf16 + compile for the peer).
+
+Rounds are interleaved (every implementation and precision once per round, in turn) and the median block is
+reported. Timing on a busy machine is meaningless (PyTorch's OpenMP threads collapse when another process uses a
+core), so the script refuses to start while the load is high and drops every block during which other processes
+used more than ``--max-other`` of a core (read from /proc/stat against this process's own CPU time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from official_model import OfficialAutoencoder, OfficialSlotAttention
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def busy_ticks() -> int:
+    """CPU ticks spent busy by every process, from /proc/stat."""
+    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]) - idle
+
+
+def own_ticks() -> int:
+    stat = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+    return int(stat[11]) + int(stat[12])  # utime + stime of this process (all its threads)
+
+
+def other_load(seconds: float = 1.0) -> float:
+    """Cores used by other processes over ``seconds``."""
+    b0, o0 = busy_ticks(), own_ticks()
+    time.sleep(seconds)
+    return ((busy_ticks() - b0) - (own_ticks() - o0)) / TICK / seconds
+
+
+class Block:
+    """Times ``steps`` calls of a step function and says whether others ran meanwhile."""
+
+    def __init__(self, step: Callable[[], None], steps: int):
+        self.step, self.steps = step, steps
+
+    def run(self) -> tuple[float, float]:
+        b0, o0, t0 = busy_ticks(), own_ticks(), time.perf_counter()
+        for _ in range(self.steps):
+            self.step()
+        wall = time.perf_counter() - t0
+        others = ((busy_ticks() - b0) - (own_ticks() - o0)) / TICK / wall
+        return self.steps / wall, others
+
+
+def autocast(precision: str):
+    return torch.autocast("cpu", torch.bfloat16) if precision != "fp32" else contextlib.nullcontext()
+
+
+def train_step(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor], precision: str) -> Callable[[], None]:
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
+        with autocast(precision):
+            loss = loss_of()
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def module_workload(precision: str) -> dict[str, tuple[torch.nn.Module, Callable]]:
+    from slotlab.modules import SlotAttention
+
+    b, n, k, d = 64, 1024, 7, 64
+    x = torch.randn(b, n, d)
+    models: dict[str, torch.nn.Module] = {"slotlab": SlotAttention(k, d, num_iterations=3),
+                                          "official": OfficialSlotAttention(k, d, iters=3)}
+    try:
+        from slot_attention import SlotAttention as Lucidrains
+
+        models["lucidrains"] = Lucidrains(k, d, iters=3)
+    except ImportError:
+        print("lucidrains' slot-attention is not installed (pip install -e '.[peers]'): skipped", flush=True)
+    out = {}
+    for name, m in models.items():
+        fn = torch.compile(m) if precision == "best" else m
+
+        def loss(fn=fn):
+            o = fn(x)
+            return (o.slots if hasattr(o, "slots") else o).square().mean()
+
+        out[name] = (m, loss)
+    return out
+
+
+def autoencoder_workload(preset: str, batch: int, precision: str) -> dict[str, tuple[torch.nn.Module, Callable]]:
+    from slotlab.config import load_config
+    from slotlab.models import SlotAutoencoder
+
+    config = load_config(preset).model
+    r = config.resolution
+    images = torch.rand(batch, 3, r, r) * 2 - 1
+    ours = SlotAutoencoder(config)
+    official = (OfficialAutoencoder(r, config.num_slots, config.encoder_channels[0], "clevr") if preset == "clevr6"
+                else OfficialAutoencoder(r, config.num_slots, config.encoder_channels[0], "full"))
+    ours_images = images
+    if precision == "best":
+        ours = ours.to(memory_format=torch.channels_last)
+        ours_images = images.contiguous(memory_format=torch.channels_last)
+    ours_fn = torch.compile(ours.forward) if precision == "best" else ours.forward
+    official_fn = torch.compile(official) if precision == "best" else official
+    return {"slotlab": (ours, lambda: ours_fn(ours_images).loss), "official": (official, lambda: official_fn(images))}
+
+
+WORKLOADS = {
+    "module": lambda p: module_workload(p),
+    "tetrominoes": lambda p: autoencoder_workload("tetrominoes", 32, p),
+    "clevr6": lambda p: autoencoder_workload("clevr6", 8, p),
+}
+STEPS = {"module": 5, "tetrominoes": 5, "clevr6": 2}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
+    p.add_argument("--precisions", nargs="+", default=["fp32", "bf16", "best"], choices=["fp32", "bf16", "best"])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-other", type=float, default=0.15, help="cores other processes may use during a block")
+    p.add_argument("--out", type=Path, help="also write the results as JSON")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load = other_load(2.0)
+    if load > args.max_other:
+        print(f"refusing to time: other processes use {load:.2f} cores (limit {args.max_other}); wait for them",
+              file=sys.stderr)
+        return 2
+    print(f"torch {torch.__version__}, {args.threads} threads, other processes at start: {load:.2f} cores", flush=True)
+    results: dict = {}
+    for workload in args.workloads:
+        for precision in args.precisions:
+            torch.manual_seed(0)
+            impls = WORKLOADS[workload](precision)
+            blocks = {}
+            for name, (model, loss) in impls.items():
+                step = train_step(model, loss, precision)
+                step()  # warm-up (and compilation)
+                step()
+                blocks[name] = Block(step, STEPS[workload])
+            rates: dict[str, list[float]] = {name: [] for name in blocks}
+            dropped = 0
+            for _ in range(args.rounds):
+                for name, block in blocks.items():
+                    rate, others = block.run()
+                    if others > args.max_other:
+                        dropped += 1
+                        continue
+                    rates[name].append(rate)
+            medians = {name: statistics.median(r) if r else float("nan") for name, r in rates.items()}
+            params = {name: sum(q.numel() for q in m.parameters()) for name, (m, _) in impls.items()}
+            row = {"steps_per_s": medians, "params": params, "blocks_dropped": dropped,
+                   "ratios": {f"slotlab/{n}": medians["slotlab"] / medians[n] for n in medians if n != "slotlab"}}
+            results[f"{workload}/{precision}"] = row
+            ratios = "  ".join(f"{k} {v:.2f}x" for k, v in row["ratios"].items())
+            speeds = "  ".join(f"{n} {v:.2f}" for n, v in medians.items())
+            print(f"{workload:12s} {precision:5s}  steps/s: {speeds}  |  {ratios}  (params {params}, "
+                  f"{dropped} blocks dropped)", flush=True)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
