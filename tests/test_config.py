@@ -65,7 +65,7 @@ def test_tetrominoes_preset():
     c = load_config("tetrominoes")
     assert c.data.dataset == "tetrominoes"
     assert c.model.resolution == 32 and c.data.resolution == 32
-    assert c.data.crop == [1, 1, 32, 32]
+    assert c.data.crop == [2, 2, 32, 32]  # rows and columns 2:34, as the reference code's centre crop
     assert c.model.num_slots == 4
     assert c.model.encoder_channels == [32] * 4
     assert c.model.decoder_broadcast == 32

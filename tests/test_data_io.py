@@ -231,7 +231,7 @@ def test_prepare_labels_crop_and_nearest_resize():
 
 
 def test_centre_crop():
-    assert centre_crop(35, 35, 32) == [1, 1, 32, 32]
+    assert centre_crop(35, 35, 32) == [2, 2, 32, 32]  # torchvision's rounding: rows and columns 2:34
     assert centre_crop(240, 320, 192) == [24, 64, 192, 192]
 
 
@@ -382,3 +382,18 @@ def test_shuffled_sampler_resumed_at_a_step_goes_on_after_the_batches_done():
             resumed.set_epoch(epoch)
             rest += _epoch(resumed)
         assert rest == two_epochs[start:]
+
+
+def test_masks_resize_with_nearest_exact_to_sit_on_their_images():
+    """192 -> 128: every target pixel takes the source label nearest to its centre, the point the images'
+    pixel-centred bilinear resize samples, (j + 0.5) * 1.5 - 0.5 in source pixel-centre units; PyTorch's legacy
+    "nearest" takes floor(1.5 j) instead, a pixel off for a third of the columns."""
+    from slotlab.data.transforms import prepare_labels
+
+    labels = (torch.arange(192) % 256).to(torch.uint8).expand(1, 192, 192).clone()  # label = column index
+    out = prepare_labels(labels, None, 128)[0, 0].long()
+    j = torch.arange(128)
+    sampled = (j + 0.5) * 1.5 - 0.5  # where the bilinear resize of the images samples column j
+    assert torch.equal(out, sampled.round().long())  # the nearest source column to it (ties: none at this ratio)
+    legacy = torch.nn.functional.interpolate(labels[:, None].float(), size=(128, 128), mode="nearest")[0, 0, 0]
+    assert (legacy.long() != out).float().mean() > 0.3  # the old resize sat a pixel off on many columns

@@ -364,3 +364,61 @@ def test_segmentation_report_is_the_sum_of_its_parts_over_batches():
     assert out["fg_ari"] == pytest.approx(mean_ignoring_nan(fg_ari(true, pred)), abs=1e-12)
     assert all(out[k] == pytest.approx(whole[k], abs=1e-12) for k in whole)
     assert out == {**out, **summarise_binding([binding_errors(true, pred)])}
+
+
+def test_miou_lsd_matching_minimises_cosine_distance_and_drops_the_unmatched() -> None:
+    # objects 1 (2 px) and 2 (6 px); slot 1 covers object 1 and 2 px of object 2, slot 2 the other 4 px of object 2
+    true = torch.tensor([[[1, 1, 2, 2, 2, 2, 2, 2, 0, 0]]])
+    pred = torch.tensor([[[1, 1, 1, 1, 2, 2, 2, 2, 0, 0]]])
+    # IoU: obj1-slot1 2/4, obj2-slot1 2/8, obj2-slot2 4/6; cosine: obj1-slot1 2/sqrt(8), obj2-slot2 4/sqrt(24)
+    for matching in ("oclf", "lsd"):
+        per_object, _ = matched_iou(true, pred, matching)
+        assert _close(per_object, [0.5, 4 / 6])  # both protocols agree here
+    # three objects, two slots (one covers the objects, one the background): oclf matches two and scores the
+    # left-over object 0; lsd matches two as well (by cosine) and drops the third
+    true = torch.tensor([[[1, 1, 2, 2, 3, 3, 0, 0]]])
+    pred = torch.tensor([[[1, 1, 1, 1, 1, 1, 0, 0]]])
+    per_object, per_image = matched_iou(true, pred, "oclf", num_pred=2)
+    assert sorted(per_object.tolist()) == pytest.approx([0.0, 0.0, 1 / 3]) and _close(per_image, [1 / 9])
+    per_object, per_image = matched_iou(true, pred, "lsd", num_pred=2)
+    assert sorted(per_object.tolist()) == pytest.approx([0.0, 1 / 3]) and _close(per_image, [1 / 6])
+    with pytest.raises(ValueError, match="unknown mIoU matching"):
+        matched_iou(true, pred, "best")
+
+
+def test_miou_lsd_matching_equals_a_brute_force_minimum_of_cosine_distances() -> None:
+    import itertools
+
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        true = torch.randint(0, 4, (1, 6, 6), generator=gen)
+        pred = torch.randint(0, 4, (1, 6, 6), generator=gen)
+        t, p = true.flatten(), pred.flatten()
+        objects = [o for o in range(1, 4) if (t == o).any()]
+        slots = list(range(4))
+
+        def cos(o, k):
+            a, b = (t == o).double(), (p == k).double()
+            return float((a * b).sum() / ((a.sum() * b.sum()).sqrt() + 1e-12))
+
+        def iou(o, k):
+            a, b = t == o, p == k
+            return float((a & b).sum().double() / (a | b).sum().double())
+
+        # the background (label 0) takes a slot too, at cost 10000, as in the official evaluation
+        rows = [0, *objects]
+        best, best_pairs = None, None
+        for perm in itertools.permutations(slots, len(rows)):
+            cost = sum(10000 if r == 0 else 1 - cos(r, k) for r, k in zip(rows, perm))
+            if best is None or cost < best - 1e-12:
+                best, best_pairs = cost, dict(zip(rows, perm))
+        expected = [iou(o, best_pairs[o]) for o in objects]
+        per_object, _ = matched_iou(true, pred, "lsd", num_pred=4)
+        assert _close(per_object, expected), (per_object, expected)
+
+
+def test_eval_says_which_miou_matching_it_used() -> None:
+    from slotlab.evaluation import MATCHING_NOTES, LatentSlotDiffusionEvaluator, ObjectDiscoveryEvaluator
+
+    assert LatentSlotDiffusionEvaluator.matching == "lsd" and ObjectDiscoveryEvaluator.matching == "oclf"
+    assert set(MATCHING_NOTES) == {"oclf", "lsd"}

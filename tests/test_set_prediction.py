@@ -56,18 +56,19 @@ def test_ap_no_fallback_to_second_nearest():
     assert average_precision(preds, targets) == pytest.approx(0.5)
 
 
-def test_ap_ties_keep_image_then_slot_order():
+def test_ap_ties_follow_the_official_order():
+    # the official np.argsort(conf)[::-1]: on equal scores the later slot (and the later image) ranks first
     targets = np.array([[obj([0.5, 0.5, 0.5]), np.zeros(19)]])
-    preds = np.array([[pred([0.65, 0.5, 0.5], 0.5),  # distance 0.9, ranked first on the tie
-                       pred([0.51, 0.5, 0.5], 0.5)]])  # distance 0.06
-    assert average_precision(preds, targets, math.inf) == pytest.approx(1.0)  # the first claims it
-    # at 0.5 the first is a miss (and claims nothing), the second a hit: precision 0, .5; recall 0, 1
-    assert average_precision(preds, targets, 0.5) == pytest.approx(0.5)
-    # across images: image 0's slots rank before image 1's on equal scores
+    preds = np.array([[pred([0.65, 0.5, 0.5], 0.5),  # distance 0.9
+                       pred([0.51, 0.5, 0.5], 0.5)]])  # distance 0.06, ranked first on the tie
+    assert average_precision(preds, targets, math.inf) == pytest.approx(1.0)  # the second claims it
+    # at 0.5 the second is a hit, then the first a miss: precision 1, .5; recall 1, 1
+    assert average_precision(preds, targets, 0.5) == pytest.approx(1.0)
+    # across images: image 1's slot ranks before image 0's on equal scores
     t2 = np.stack([targets[0], targets[0]])
     p2 = np.array([[pred([0.9, 0.5, 0.5], 0.5), np.zeros(19)], [pred([0.5, 0.5, 0.5], 0.5), np.zeros(19)]])
-    # image 0's is a miss at 1.0 (distance 2.4), image 1's a hit: FP then TP; recall over 2 objects
-    assert average_precision(p2, t2, 1.0) == pytest.approx(0.5 * 0.5)
+    # image 1's is a hit at 1.0, image 0's a miss (distance 2.4): TP then FP; recall over 2 objects
+    assert average_precision(p2, t2, 1.0) == pytest.approx(0.5)
 
 
 def test_ap_attribute_mismatch_and_degenerate():
@@ -84,11 +85,14 @@ def test_voc_interpolation():
     assert voc_average_precision(np.array([0.0, 0.5]), np.array([0.0, 1.0])) == pytest.approx(0.5)
 
 
-def _reference_ap(preds, targets, threshold):
-    """The protocol written as a plain loop, straight from its description."""
+def _reference_ap(preds, targets, threshold, conf=None):
+    """The protocol written as a plain loop, straight from its description; ranked as the official code ranks,
+    ``np.argsort(conf)[::-1]`` (ties included) over the image-major flattened slots, ``conf`` the real-object
+    outputs unless given."""
     b, k, _ = preds.shape
     flat = preds.reshape(b * k, 19)
-    order = sorted(range(b * k), key=lambda i: -flat[i, 18])  # Python's sort is stable
+    conf = flat[:, 18] if conf is None else np.asarray(conf).reshape(-1)
+    order = np.argsort(conf)[::-1]
     claimed, tp, fp = set(), [], []
     attrs = lambda v: [int(np.argmax(v[a:c])) for a, c in ((3, 5), (5, 7), (7, 10), (10, 18))]
     for i in order:
@@ -254,3 +258,54 @@ def test_weights_saved_with_the_old_encoder_keys_still_load(tmp_path):
     save_file({k: v for k, v in weights.items() if not k.startswith("head.")}, tmp_path / "m" / "model.safetensors")
     with pytest.raises(Exception, match="head"):  # missing weights are an error, not silently random
         load_trained(tmp_path / "m")
+
+
+def _batch_with_ties(seed: int):
+    rng = np.random.default_rng(seed)
+    targets = np.zeros((6, 10, 19))
+    for b in range(6):
+        for m in range(rng.integers(2, 7)):
+            targets[b, m, :3] = rng.random(3)
+            for a, e in ((3, 5), (5, 7), (7, 10), (10, 18)):
+                targets[b, m, a + rng.integers(0, e - a)] = 1
+            targets[b, m, 18] = 1
+    preds = np.zeros((6, 10, 19))
+    for b in range(6):
+        for k in range(10):
+            src = targets[b, rng.integers(0, 10)]
+            preds[b, k, :18] = src[:18] if rng.random() < 0.7 else rng.random(18)
+            preds[b, k, :3] += rng.normal(0, 0.04, 3)
+            preds[b, k, 18] = rng.choice([0.25, 0.5, 1.0])  # three values: ties everywhere
+    return preds, targets
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_ap_ranks_ties_as_the_official_code(seed):
+    preds, targets = _batch_with_ties(seed)
+    for th in (math.inf, 1.0, 0.5, 0.25):
+        ref = _reference_ap(preds, targets, th, preds[..., 18])
+        assert average_precision(torch.tensor(preds), torch.tensor(targets), th) == pytest.approx(ref, abs=1e-12)
+    # with ties, the order among them matters (so matching the official order is not a detail)
+    stable = np.argsort(-preds[..., 18].reshape(-1), kind="stable")
+    assert not np.array_equal(stable, np.argsort(preds[..., 18].reshape(-1))[::-1])
+
+
+def test_ap_ranks_on_logits_where_the_sigmoid_saturates():
+    preds, targets = _batch_with_ties(5)
+    logits = np.random.default_rng(5).uniform(17, 30, preds.shape[:2])  # all sigmoid to exactly 1.0 in float32
+    saturated = torch.sigmoid(torch.tensor(logits, dtype=torch.float32))
+    assert (saturated == 1.0).all()
+    preds[..., 18] = saturated.double().numpy()
+    th = 0.5
+    ranked = average_precision(torch.tensor(preds), torch.tensor(targets), th, confidence=torch.tensor(logits))
+    assert ranked == pytest.approx(_reference_ap(preds, targets, th, logits), abs=1e-12)
+    tied = average_precision(torch.tensor(preds), torch.tensor(targets), th)
+    assert tied == pytest.approx(_reference_ap(preds, targets, th, preds[..., 18]), abs=1e-12)
+    assert ranked != tied  # the logits' order is not the tie order
+
+
+def test_the_set_predictor_gives_its_logits_for_ranking():
+    model = SlotSetPredictor(SlotSetPredictorConfig(resolution=16, num_slots=3, slot_dim=8, mlp_hidden=8,
+                                                    encoder_channels=[4], encoder_strides=[1], head_hidden=8))
+    out = model(torch.rand(2, 3, 16, 16) * 2 - 1, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(torch.sigmoid(out.logits), out.predictions)

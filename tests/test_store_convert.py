@@ -51,9 +51,9 @@ def test_store_writer_round_trip_and_refuses_other_conversions(tmp_path):
 def test_convert_tetrominoes_every_field(tetro, tmp_path):
     store = convert_dataset("tetrominoes", tetro["path"], tmp_path / "s", progress=False, chunk=64)
     d = tetro["data"]
-    assert len(store) == 300 and store.attrs["resolution"] == 32 and store.attrs["crop"] == [1, 1, 32, 32]
-    np.testing.assert_array_equal(store["image"], prepare_images(d["image"], [1, 1, 32, 32], 32).numpy())
-    np.testing.assert_array_equal(store["labels"], prepare_labels(masks_to_labels(d["mask"]), [1, 1, 32, 32], 32).numpy())
+    assert len(store) == 300 and store.attrs["resolution"] == 32 and store.attrs["crop"] == [2, 2, 32, 32]
+    np.testing.assert_array_equal(store["image"], prepare_images(d["image"], [2, 2, 32, 32], 32).numpy())
+    np.testing.assert_array_equal(store["labels"], prepare_labels(masks_to_labels(d["mask"]), [2, 2, 32, 32], 32).numpy())
     for k in ("x", "y", "shape", "visibility", "color"):
         np.testing.assert_array_equal(store[k], d[k])
     np.testing.assert_array_equal(store["source_index"], np.arange(300))
@@ -66,7 +66,7 @@ class Interrupt(Exception):
 def test_interrupted_conversion_resumes_without_redoing_work(tetro, tmp_path, monkeypatch):
     info = registry.dataset_info("tetrominoes")
     attrs = {"dataset": "tetrominoes", "split": "train", "source": str(tetro["path"].resolve()), "resolution": 32,
-             "crop": [1, 1, 32, 32], "limit": None, "antialias": False}
+             "crop": [2, 2, 32, 32], "limit": None, "antialias": False}
 
     def interrupted(after):
         for i, ex in enumerate(info.read(tetro["path"], "train", 0)):
@@ -75,7 +75,7 @@ def test_interrupted_conversion_resumes_without_redoing_work(tetro, tmp_path, mo
             yield ex
 
     with pytest.raises(Interrupt):
-        convert_examples(interrupted(150), tmp_path / "s", attrs, [1, 1, 32, 32], 32, chunk=64, progress=False)
+        convert_examples(interrupted(150), tmp_path / "s", attrs, [2, 2, 32, 32], 32, chunk=64, progress=False)
     partial = json.loads((tmp_path / "s" / "meta.json").read_text())
     assert partial["count"] == 128 and partial["consumed"] == 128 and not partial["complete"]
     with open(tmp_path / "s" / "image.bin", "ab") as f:  # bytes of a chunk that was never committed

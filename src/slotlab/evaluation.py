@@ -30,6 +30,11 @@ from slotlab.metrics import (
 )
 from slotlab.models import attention_masks, mask_labels
 
+MATCHING_NOTES = {
+    "oclf": "oclf: Hungarian matching maximising IoU, objects left without a slot score 0",
+    "lsd": "lsd: Hungarian matching minimising the cosine distance of one-hot masks, unmatched objects dropped",
+}
+
 
 def attention_labels(attn: Tensor, size: int) -> Tensor:
     """Slot Attention's last-iteration attention [B, N, K] (N = h * w) -> argmax slot per pixel [B, size, size]."""
@@ -55,8 +60,15 @@ class Evaluator:
             return False
         return _has(dataset, self.scored_by) if self.scored_by else True
 
-    def metrics(self) -> MetricSet:
+    matching: ClassVar[str] = "oclf"  # how mIoU matches objects to slots by default: the kind's paper's protocol
+
+    def metrics(self, matching: str | None = None) -> MetricSet:
+        """Fresh accumulators; ``matching``: the mIoU protocol ("oclf" or "lsd"), default the kind's."""
         raise NotImplementedError
+
+    def describe(self, matching: str | None = None) -> dict[str, Any]:
+        """What the numbers mean, added to :func:`run_evaluator`'s result."""
+        return dict(self.notes)
 
     def update(
         self,
@@ -93,11 +105,11 @@ class ObjectDiscoveryEvaluator(Evaluator):
     requires = scored_by = "labels"
     notes = {"averaged_over": "images"}
 
-    def metrics(self) -> MetricSet:
+    def metrics(self, matching: str | None = None) -> MetricSet:
         return MetricSet(
             {
                 "mse": MeanMetric(),
-                "segmentation": SegmentationMetric(ari=True),
+                "segmentation": SegmentationMetric(ari=True, matching=matching or self.matching),
                 "attention": SegmentationMetric(overlaps=False, binding=False, suffix="_attention"),
             }
         )
@@ -108,7 +120,7 @@ class ObjectDiscoveryEvaluator(Evaluator):
         metrics["mse"].update(image_mse(out.reconstruction, images))
         if "labels" in batch:
             labels = batch["labels"]
-            metrics["segmentation"].update(labels, predicted_labels(out.masks).to(labels.device))
+            metrics["segmentation"].update(labels, predicted_labels(out.masks).to(labels.device), out.masks.shape[1])
             metrics["attention"].update(labels, attention_labels(out.attn[:, -1], labels.shape[-1]).to(labels.device))
         return out.loss
 
@@ -119,13 +131,13 @@ class SetPredictionEvaluator(Evaluator):
 
     requires = scored_by = "targets"
 
-    def metrics(self) -> MetricSet:
+    def metrics(self, matching: str | None = None) -> MetricSet:
         return MetricSet({"ap": AveragePrecisionMetric(), "loss": MeanMetric()})
 
     def update(self, model, batch, metrics, generator, num_iterations=None):
         targets = batch["targets"]
         out = model(batch["image"], targets, num_iterations=num_iterations, generator=generator)
-        metrics["ap"].update(out.predictions, targets)
+        metrics["ap"].update(out.predictions, targets, out.logits[..., -1])  # ranked on the logits: no saturation
         metrics["loss"].update(out.loss, weight=len(targets))
         return out.loss
 
@@ -138,9 +150,10 @@ class LatentSlotDiffusionEvaluator(Evaluator):
 
     requires = scored_by = "labels"
     notes = {"fg_ari_averaged_over": "images"}
+    matching = "lsd"  # the official LSD evaluation's
 
-    def metrics(self) -> MetricSet:
-        return MetricSet({"loss": MeanMetric(), "segmentation": SegmentationMetric()})
+    def metrics(self, matching: str | None = None) -> MetricSet:
+        return MetricSet({"loss": MeanMetric(), "segmentation": SegmentationMetric(matching=matching or self.matching)})
 
     def update(self, model, batch, metrics, generator, num_iterations=None):
         images, loss = batch["image"], None
@@ -152,14 +165,15 @@ class LatentSlotDiffusionEvaluator(Evaluator):
             attn = model.encode(images, num_iterations=num_iterations, generator=generator).attn
         if "labels" in batch:
             labels = batch["labels"]
-            metrics["segmentation"].update(labels, attention_labels(attn[:, -1], labels.shape[-1]).to(labels.device))
+            pred = attention_labels(attn[:, -1], labels.shape[-1]).to(labels.device)
+            metrics["segmentation"].update(labels, pred, attn.shape[-1])
         return loss
 
 
 class ImageAutoencoderEvaluator(Evaluator):
     """An image autoencoder: reconstruction ``mse`` and ``psnr`` (per image, images in [-1, 1], posterior mode)."""
 
-    def metrics(self) -> MetricSet:
+    def metrics(self, matching: str | None = None) -> MetricSet:
         return MetricSet({"mse": MeanMetric(), "psnr": MeanMetric()})
 
     def update(self, model, batch, metrics, generator, num_iterations=None):
@@ -179,22 +193,27 @@ def run_evaluator(
     seed: int = 0,
     num_iterations: int | None = None,
     progress: bool = False,
+    matching: str | None = None,
 ) -> dict:
     """Score ``model`` on ``dataset`` with ``evaluator``: ``{"num_images", **metrics, **notes}``.
 
     Batches of ``batch_size`` in order; the slot initialisation noise of batch ``i`` comes from a generator seeded
-    with ``seed + i`` (as in validation), so results repeat exactly."""
+    with ``seed + i`` (as in validation), so results repeat exactly. ``matching``: the mIoU protocol, "oclf" or
+    "lsd" (default: the kind's paper's; the result says which was used)."""
     evaluator.check(dataset)
     model.eval()
     device = next(model.parameters()).device
-    metrics = evaluator.metrics().to(device)
+    metrics = (evaluator.metrics(matching) if matching else evaluator.metrics()).to(device)
     for i, idx in enumerate(
         tqdm(SequentialBatchSampler(len(dataset), batch_size), desc="evaluate", disable=not progress, leave=False)
     ):
         batch = {k: v.to(device) for k, v in dataset[idx].items()}
         generator = torch.Generator(device=device).manual_seed(seed + i)
         evaluator.update(model, batch, metrics, generator, num_iterations)
-    return {"num_images": len(dataset), **metrics.compute(), **evaluator.notes}
+    result = {"num_images": len(dataset), **metrics.compute(), **evaluator.notes}
+    if "miou_objects" in result:
+        result["miou_matching"] = MATCHING_NOTES[matching or evaluator.matching]
+    return result
 
 
 OBJECT_DISCOVERY = ObjectDiscoveryEvaluator()

@@ -34,6 +34,13 @@ def add_eval(sub) -> None:
     number(
         p, "--num-iterations", minimum=1, type=int, help="Slot Attention iterations at test time (default: as trained)"
     )
+    p.add_argument(
+        "--miou-matching",
+        choices=["oclf", "lsd"],
+        help="how mIoU matches objects to slots: oclf (maximise IoU, unmatched objects score 0) or lsd "
+        "(the official LSD evaluation: minimise cosine distance, unmatched objects dropped); default: the "
+        "model's paper's (lsd for LSD, oclf otherwise). The output names the one used",
+    )
     p.set_defaults(func=cmd_eval)
 
 
@@ -46,7 +53,13 @@ def cmd_eval(args) -> int:
     k = kind_of(model)
     k.evaluator.check(dataset, where)
     metrics = k.evaluate(
-        model, dataset, batch_size=args.batch_size, seed=args.seed, num_iterations=args.num_iterations, progress=True
+        model,
+        dataset,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        num_iterations=args.num_iterations,
+        progress=True,
+        matching=args.miou_matching,
     )
     metrics.update(checkpoint=str(args.checkpoint), data=where)
     write_json(metrics, args.out)

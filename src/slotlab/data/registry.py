@@ -216,7 +216,7 @@ def _dm(name: str, file: str, resolution: int, crop=None, keep=None, generate=No
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info
     for info in [
-        _dm("tetrominoes", "tetrominoes", 32, crop=[1, 1, 32, 32], generate=_tetrominoes),
+        _dm("tetrominoes", "tetrominoes", 32, crop=[2, 2, 32, 32], generate=_tetrominoes),
         _dm("multi_dsprites", "multi_dsprites_colored_on_grayscale", 64, generate=_dsprites("colored_on_grayscale")),
         _dm(
             "multi_dsprites_colored_on_colored",

@@ -68,7 +68,9 @@ def prepare_labels(labels: Tensor, crop: list[int] | None, resolution: int) -> T
     x = _crop(labels, crop)
     if x.shape[-2:] == (resolution, resolution):
         return x.contiguous()
-    return F.interpolate(x[:, None].float(), size=(resolution, resolution), mode="nearest")[:, 0].to(torch.uint8)
+    # nearest-exact: the source pixel under each target pixel's centre, aligned with the images' pixel-centred
+    # bilinear resize (PyTorch's legacy "nearest" takes floor(i * scale) and sits up to a pixel off)
+    return F.interpolate(x[:, None].float(), size=(resolution, resolution), mode="nearest-exact")[:, 0].to(torch.uint8)
 
 
 def to_model_range(images: Tensor) -> Tensor:
@@ -82,5 +84,7 @@ def to_uint8(images: Tensor) -> Tensor:
 
 
 def centre_crop(height: int, width: int, side: int) -> list[int]:
-    """[top, left, side, side]: a centred square crop from a ``height`` x ``width`` image."""
-    return [(height - side) // 2, (width - side) // 2, side, side]
+    """[top, left, side, side]: a centred square crop from a ``height`` x ``width`` image, rounded as torchvision's
+    ``center_crop`` (``round((height - side) / 2)``, half to even): 35 -> 32 takes rows and columns 2:34, as the
+    reference code's Tetrominoes crop."""
+    return [round((height - side) / 2.0), round((width - side) / 2.0), side, side]

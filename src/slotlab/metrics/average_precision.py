@@ -1,14 +1,16 @@
 """Average precision of set predictions at distance thresholds (Slot Attention's CLEVR protocol).
 
-Predictions and targets use the 19-dim layout ``xyz (3, scaled to [0, 1]) | size (2) | material (2) |
-shape (3) | colour (8) | real object (1)``. All predicted slots of the evaluated set are ranked by their
-real-object output (descending; equal scores keep image-then-slot order). For each in turn, the candidates are
-the real ground-truth objects of the same image whose size, material, shape and colour argmaxes all equal the
-prediction's; the nearest by ``|| (xyz_pred - xyz_true) * 6 ||`` is taken (the first on a tie). The prediction
-is a true positive when that distance is below the threshold (any distance for ``inf``) and that object was not
-claimed by a higher-ranked prediction; otherwise it is a false positive (there is no fall-back to the second
-nearest). Precision and recall (over all real objects) accumulate down the ranking, and AP is the VOC
-all-point interpolated area under the precision-recall curve.
+Predictions and targets use the 19-dim layout ``xyz (3, scaled to [0, 1]) | size (2) | material (2) | shape (3) |
+colour (8) | real object (1)``. All predicted slots of the evaluated set are ranked by their confidence, descending:
+the real-object logit when given (a float32 sigmoid saturates at exactly 1.0 for logits >= 16.7, so ranking the
+outputs would tie), else the real-object output; scores that still tie are ordered as the official code orders them,
+``np.argsort(conf)[::-1]`` over the image-major flattened slots. For each in turn, the candidates are the real
+ground-truth objects of the same image whose size, material, shape and colour argmaxes all equal the prediction's;
+the nearest by ``|| (xyz_pred - xyz_true) * 6 ||`` is taken (the first on a tie). The prediction is a true positive
+when that distance is below the threshold (any distance for ``inf``) and that object was not claimed by a higher-
+ranked prediction; otherwise it is a false positive (there is no fall-back to the second nearest). Precision and
+recall (over all real objects) accumulate down the ranking, and AP is the VOC all-point interpolated area under the
+precision-recall curve.
 
 Vectorised: the nearest candidate of every prediction is one [B, K, M] computation, and "claimed before" is
 the first occurrence of each (image, object) key in rank order.
@@ -53,8 +55,9 @@ def voc_average_precision(precision: np.ndarray, recall: np.ndarray) -> float:
     return float(np.sum((r[changes + 1] - r[changes]) * p[changes + 1]))
 
 
-def average_precision(predictions, targets, threshold: float = math.inf) -> float:
-    """AP of predictions [B, K, 19] against targets [B, M, 19] at one distance threshold (NaN: no real objects)."""
+def average_precision(predictions, targets, threshold: float = math.inf, confidence=None) -> float:
+    """AP of predictions [B, K, 19] against targets [B, M, 19] at one distance threshold (NaN: no real objects).
+    ``confidence`` [B, K]: the ranking score (the real-object logits); default the real-object outputs."""
     t = np.asarray(torch.as_tensor(targets).detach().double().cpu())
     p = np.asarray(torch.as_tensor(predictions).detach().double().cpu())
     num_real = int((t[..., 18] != 0).sum())
@@ -62,7 +65,8 @@ def average_precision(predictions, targets, threshold: float = math.inf) -> floa
         return math.nan
     best, dist = nearest_matches(p, t)
     b, k = best.shape
-    order = np.argsort(-p[..., 18].reshape(-1), kind="stable")
+    conf = p[..., 18] if confidence is None else np.asarray(torch.as_tensor(confidence).detach().double().cpu())
+    order = np.argsort(conf.reshape(-1))[::-1]  # the official ranking, ties included
     best, dist = best.reshape(-1)[order], dist.reshape(-1)[order]
     image = order // k
     hit = (best >= 0) & ((dist < threshold) if math.isfinite(threshold) else True)
@@ -80,6 +84,6 @@ def ap_key(threshold: float) -> str:
     return "ap_inf" if math.isinf(threshold) else f"ap_{threshold:g}"
 
 
-def average_precisions(predictions, targets, thresholds=AP_THRESHOLDS) -> dict[str, float]:
+def average_precisions(predictions, targets, thresholds=AP_THRESHOLDS, confidence=None) -> dict[str, float]:
     """``{"ap_inf": ..., "ap_1": ..., "ap_0.5": ..., "ap_0.25": ..., "ap_0.125": ...}``."""
-    return {ap_key(th): average_precision(predictions, targets, th) for th in thresholds}
+    return {ap_key(th): average_precision(predictions, targets, th, confidence) for th in thresholds}

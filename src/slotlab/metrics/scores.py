@@ -45,23 +45,28 @@ class AveragePrecisionMetric(Metric):
     higher_is_better = True
     predictions: list[Tensor]
     targets: list[Tensor]
+    confidence: list[Tensor]
 
     def __init__(self, thresholds: tuple[float, ...] = AP_THRESHOLDS, **kwargs) -> None:
         super().__init__(**kwargs)
         self.thresholds = thresholds
         self.add_state("predictions", default=[], dist_reduce_fx="cat")
         self.add_state("targets", default=[], dist_reduce_fx="cat")
+        self.add_state("confidence", default=[], dist_reduce_fx="cat")
 
-    def update(self, predictions: Tensor, targets: Tensor) -> None:
-        """predictions [B, K, 19], targets [B, M, 19] (zero rows: no object)."""
+    def update(self, predictions: Tensor, targets: Tensor, confidence: Tensor | None = None) -> None:
+        """predictions [B, K, 19], targets [B, M, 19] (zero rows: no object), confidence [B, K] (the real-object
+        logits, which rank the predictions; default the real-object outputs)."""
         self.predictions.append(predictions.detach().float())
         self.targets.append(targets.detach().float())
+        self.confidence.append((predictions[..., -1] if confidence is None else confidence).detach().double())
 
     def compute(self) -> dict[str, float]:
         if not len(self.predictions):
             return {}
         preds, targets = dim_zero_cat(self.predictions), dim_zero_cat(self.targets)
-        return average_precisions(preds.cpu(), targets.cpu(), self.thresholds)
+        confidence = dim_zero_cat(self.confidence)
+        return average_precisions(preds.cpu(), targets.cpu(), self.thresholds, confidence.cpu())
 
 
 class MetricSet(nn.ModuleDict):  # of Metric

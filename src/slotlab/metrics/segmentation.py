@@ -55,9 +55,9 @@ __all__ = [
 ]
 
 
-def contingency(true: Tensor, pred: Tensor) -> Tensor:
+def contingency(true: Tensor, pred: Tensor, num_pred: int | None = None) -> Tensor:
     """int64 ``[B, T, P]``: pixels of each image with true label ``t`` and predicted label ``p``
-    (``T = max(true) + 1``, ``P = max(pred) + 1``), from one ``bincount``."""
+    (``T = max(true) + 1``, ``P = num_pred`` or ``max(pred) + 1``), from one ``bincount``."""
     true, pred = to_labels(true), to_labels(pred)
     _check_labels(true, "true")
     _check_labels(pred, "pred")
@@ -72,7 +72,7 @@ def contingency(true: Tensor, pred: Tensor) -> Tensor:
     t = true.flatten(1).long()  # [B, N]
     p = pred.flatten(1).long()  # [B, N]
     n_true = _num_classes(t, None, "true", "num_true")
-    n_pred = _num_classes(p, None, "pred", "num_pred")
+    n_pred = _num_classes(p, num_pred, "pred", "num_pred")
     cells = n_true * n_pred
     offsets = torch.arange(batch, device=device).unsqueeze(1) * cells  # [B, 1]
     index = (offsets + t * n_pred + p).reshape(-1)  # [B * N]
@@ -129,25 +129,61 @@ def best_overlap(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
     return _summarise(iou.amax(dim=2), objects)
 
 
-def matched_iou(true: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
-    """Hungarian-matched IoU (mIoU): objects matched one-to-one to predicted masks.
+MATCHINGS = ("oclf", "lsd")
 
-    The matching maximises the total IoU of each image; objects left without a mask
-    (more objects than masks) score 0.
 
-    Args / Returns: as :func:`best_overlap`.
+def matched_iou(
+    true: Tensor, pred: Tensor, matching: str = "oclf", num_pred: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Hungarian-matched IoU (mIoU): objects matched one-to-one to predicted masks, by one of two protocols.
+
+    - ``"oclf"`` (the object-centric-learning framework's): the matching maximises the total IoU of each image;
+      objects left without a mask (more objects than masks) score 0.
+    - ``"lsd"`` (the official LSD evaluation's): the matching minimises the cosine distance between the flattened
+      one-hot masks, the background and absent objects taking part at cost 10000; objects left unmatched (fewer
+      masks than objects) are dropped, not scored 0. The score of a pair is still its IoU.
+
+    ``num_pred``: the number of predicted masks (slots), when some own no pixel (default ``max(pred) + 1``).
+
+    Args / Returns: as :func:`best_overlap` (per-object scores of dropped objects are left out).
     """
-    iou, objects = iou_table(true, pred)
-    iou_cpu, objects_cpu = iou.cpu(), objects.cpu()
-    matched = torch.zeros(objects.shape, dtype=torch.float64)  # [B, T]
+    if matching not in MATCHINGS:
+        raise ValueError(f"unknown mIoU matching {matching!r}: use one of {', '.join(MATCHINGS)}")
+    inter = contingency(true, pred, num_pred)  # [B, T, P]
+    area_t, area_p = inter.sum(dim=2), inter.sum(dim=1)
+    union = area_t.unsqueeze(2) + area_p.unsqueeze(1) - inter
+    iou = (inter.double() / union.clamp(min=1).double()).cpu()
+    objects = (area_t > 0).cpu()
+    objects[:, 0] = False  # background is not an object
+    matched = torch.full(objects.shape, math.nan if matching == "lsd" else 0.0, dtype=torch.float64)  # [B, T]
+    if matching == "lsd":
+        norm = (area_t.unsqueeze(2) * area_p.unsqueeze(1)).double().sqrt()
+        cost = (1 - inter.double() / norm.clamp(min=1e-12)).cpu()
+        cost[~objects] = 10000.0  # background and absent objects: matched last, never scored
     for b in range(iou.shape[0]):
-        rows = objects_cpu[b].nonzero().squeeze(1)
+        rows = objects[b].nonzero().squeeze(1)
         if rows.numel() == 0:
             continue
-        sub = iou_cpu[b, rows].numpy()  # [objects, P]
-        r, c = linear_sum_assignment(sub, maximize=True)
-        matched[b, rows[torch.as_tensor(r)]] = torch.as_tensor(sub[r, c], dtype=torch.float64)
-    return _summarise(matched.to(iou.device), objects)
+        if matching == "oclf":
+            sub = iou[b, rows].numpy()  # [objects, P]
+            r, c = linear_sum_assignment(sub, maximize=True)
+            matched[b, rows[torch.as_tensor(r)]] = torch.as_tensor(sub[r, c], dtype=torch.float64)
+        else:
+            r, c = linear_sum_assignment(cost[b].numpy())
+            keep = objects[b, torch.as_tensor(r)].numpy()
+            r, c = r[keep], c[keep]
+            matched[b, torch.as_tensor(r)] = iou[b, torch.as_tensor(r), torch.as_tensor(c)]
+    per_object, per_image = _summarise_present(matched, objects)
+    return per_object.to(true.device), per_image.to(true.device)
+
+
+def _summarise_present(scores: Tensor, objects: Tensor) -> tuple[Tensor, Tensor]:
+    """As :func:`_summarise`, leaving out objects whose score is NaN (dropped)."""
+    scored = objects & ~torch.isnan(scores)
+    per_object = scores[scored]
+    kept = torch.where(scored, scores, torch.zeros_like(scores))
+    per_image = kept.sum(dim=1) / scored.sum(dim=1).double()  # 0 / 0 -> NaN
+    return per_object, per_image
 
 
 def _mean(x: Tensor) -> float:
@@ -156,7 +192,7 @@ def _mean(x: Tensor) -> float:
     return float(x.mean()) if x.numel() else math.nan
 
 
-def segmentation_metrics(true: Tensor, pred: Tensor) -> dict[str, float]:
+def segmentation_metrics(true: Tensor, pred: Tensor, matching: str = "oclf") -> dict[str, float]:
     """mBO and mIoU of one batch, averaged over objects and over images.
 
     Args:
@@ -169,7 +205,7 @@ def segmentation_metrics(true: Tensor, pred: Tensor) -> dict[str, float]:
         images that have at least one object (NaN if no objects were seen). :class:`SegmentationMetric`
         accumulates them (and FG-ARI and the binding diagnostics) over several batches.
     """
-    metric = SegmentationMetric(fg_ari=False, binding=False)
+    metric = SegmentationMetric(fg_ari=False, binding=False, matching=matching)
     metric.update(true, pred)
     return metric.compute()
 
@@ -260,26 +296,32 @@ class SegmentationMetric(Metric):
         overlaps: bool = True,
         binding: bool = True,
         suffix: str = "",
+        matching: str = "oclf",
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
+        if matching not in MATCHINGS:
+            raise ValueError(f"unknown mIoU matching {matching!r}: use one of {', '.join(MATCHINGS)}")
         self.with_fg_ari, self.with_ari, self.with_overlaps, self.with_binding = fg_ari, ari, overlaps, binding
-        self.suffix = suffix
+        self.suffix, self.matching = suffix, matching
         names = (["fg_ari"] if fg_ari else []) + (["ari"] if ari else []) + (list(OVERLAP_FIELDS) if overlaps else [])
         names += list(BINDING_FIELDS) if binding else []
         for name in names:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
-    def update(self, true: Tensor, pred: Tensor) -> None:
-        """Add a batch: ``true``, ``pred`` label maps ``[B, H, W]`` (0 = background in ``true``) or masks."""
+    def update(self, true: Tensor, pred: Tensor, num_pred: int | None = None) -> None:
+        """Add a batch: ``true``, ``pred`` label maps ``[B, H, W]`` (0 = background in ``true``) or masks;
+        ``num_pred``: how many slots there were (for the "lsd" matching, which counts empty ones)."""
         true, pred = to_labels(true), to_labels(pred)
         if self.with_fg_ari:
             self._add("fg_ari", ari_score(true, pred, foreground_only=True).double())
         if self.with_ari:
             self._add("ari", ari_score(true, pred, foreground_only=False).double())
         if self.with_overlaps:
-            for name, fn in (("mbo", best_overlap), ("miou", matched_iou)):
-                per_object, per_image = fn(true, pred)
+            for name, (per_object, per_image) in (
+                ("mbo", best_overlap(true, pred)),
+                ("miou", matched_iou(true, pred, self.matching, num_pred)),
+            ):
                 self._add(f"{name}_objects", per_object.double())
                 self._add(f"{name}_images", per_image.double())
         if self.with_binding:

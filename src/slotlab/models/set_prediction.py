@@ -56,6 +56,7 @@ class SetPredictionOutput:
     slots: Tensor  # [B, K, D]
     attn: Tensor  # [B, T, N, K] Slot Attention's attention per iteration
     loss: Tensor | None = None  # Hungarian Huber loss when targets are given
+    logits: Tensor | None = None  # [B, K, F] before the sigmoid (the real-object logit ranks predictions for AP)
 
 
 class SlotSetPredictor(SlotModel, tags=["slot-attention"]):
@@ -89,6 +90,7 @@ class SlotSetPredictor(SlotModel, tags=["slot-attention"]):
         from slotlab.losses import hungarian_huber_loss
 
         enc = self.encode(images, num_slots, num_iterations, generator)
-        predictions = self.decode(enc.slots)
+        logits = self.head(enc.slots).float()
+        predictions = torch.sigmoid(logits)
         loss = None if targets is None else hungarian_huber_loss(predictions, targets).loss
-        return SetPredictionOutput(predictions, enc.slots, enc.attn, loss)
+        return SetPredictionOutput(predictions, enc.slots, enc.attn, loss, logits)
