@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -235,3 +236,22 @@ def test_attention_labels_upsample_and_argmax():
     assert labels.shape == (1, 4, 4)
     expected = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 0, 0], [2, 2, 0, 0]])
     assert torch.equal(labels[0], expected)
+
+
+def test_slot_mlp_baseline_is_a_grouping_switch():
+    from slotlab.modules import SlotMLPBaseline
+
+    config = SlotAutoencoderConfig(resolution=16, num_slots=3, slot_dim=16, mlp_hidden=16, encoder_channels=[8],
+                                   decoder_broadcast=16, decoder_channels=[8], decoder_strides=[1], grouping="mlp")
+    model = SlotAutoencoder(config)
+    assert isinstance(model.slot_attention, SlotMLPBaseline)
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    out = model(images)
+    assert out.slots.shape == (2, 3, 16) and out.masks.shape == (2, 3, 1, 16, 16)
+    torch.testing.assert_close(out.attn, torch.full((2, 1, 256, 3), 1 / 3))  # it attends to nothing
+    out.loss.backward()
+    assert model.slot_attention.mlp[0].weight.grad is not None
+    # no slot noise: the same image gives the same slots whatever the generator
+    torch.testing.assert_close(model(images, generator=torch.Generator().manual_seed(1)).slots, out.slots)
+    with pytest.raises(ValueError, match="Slot MLP"):
+        SlotAutoencoder(dataclasses.replace(config, slot_init="learned"))

@@ -314,3 +314,24 @@ def test_data_references_scores_reference_segmentations_of_a_store(tmp_path):
     assert ref["voronoi"]["mbo_objects"] < 0.6  # ... but sharing it with a third of the ground
     assert ref["pooled_32"]["mbo_objects"] == pytest.approx(1.0)  # the ground truth at its own resolution
     assert ref["pooled_4"]["mbo_objects"] < ref["pooled_32"]["mbo_objects"]
+
+
+def test_plot_curves_and_tables(tmp_path, capsys):
+    from PIL import Image
+
+    for name, scale in (("a", 1.0), ("b", 0.5)):
+        run = tmp_path / name
+        run.mkdir()
+        rows = [{"step": s, "seconds": 30.0 * s, "fg_ari": scale * s / 4, "mse": 1 / s} for s in (1, 2, 3)]
+        (run / "curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "sec')
+    out = tmp_path / "p" / "curves.png"
+    assert main(["plot", str(tmp_path / "a"), str(tmp_path / "b" / "curve.jsonl"), "--metric", "fg_ari", "mse",
+                 "--x", "minutes", "--out", str(out)]) == 0
+    assert Image.open(out).size[0] > 300
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps({"x": [1, 2, 3], "xlabel": "T", "series": {"fg_ari": [0.5, 0.7, 0.8]}}))
+    assert main(["plot", "--table", str(table), "--out", str(tmp_path / "t.png")]) == 0
+    assert (tmp_path / "t.png").is_file()
+    capsys.readouterr()
+    assert main(["plot", str(tmp_path / "a"), "--metric", "nope", "--out", str(tmp_path / "x.png")]) == 2
+    assert "none of the runs has nope" in capsys.readouterr().err and not (tmp_path / "x.png").exists()

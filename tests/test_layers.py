@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("registry", ["slotlab.kinds"]),
     ("experiment", ["slotlab.config", "slotlab.checkpoints", "slotlab.experiment"]),
     ("applications", ["slotlab.editing", "slotlab.concepts", "slotlab.probing", "slotlab.generation",
-                      "slotlab.recipes", "slotlab.app"]),
+                      "slotlab.recipes", "slotlab.plots", "slotlab.app"]),
     ("interfaces", ["slotlab.cli", "slotlab.__main__", "slotlab"]),
 ]
 

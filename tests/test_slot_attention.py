@@ -312,3 +312,33 @@ def test_generator_makes_runs_repeatable():
     assert torch.equal(a.init_slots, b.init_slots)
     assert not torch.allclose(a.init_slots, c.init_slots)
     assert not torch.allclose(a.slots, c.slots)
+
+
+def test_multi_head_slot_attention():
+    torch.manual_seed(0)
+    x = torch.randn(2, 16, 32)
+    one = SlotAttention(4, 32, num_heads=1)
+    heads = SlotAttention(4, 32, num_heads=4)
+    heads.load_state_dict(one.state_dict())  # the same weights: the heads only split the width
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    out = heads(x, generator=g())
+    assert out.slots.shape == (2, 4, 32) and out.attn.shape == (2, 3, 16, 4)
+    torch.testing.assert_close(out.attn.sum(-1), torch.ones(2, 3, 16))  # the heads' mean: still a softmax over K
+    assert not torch.allclose(out.slots, one(x, generator=g()).slots)  # H separate competitions differ from one
+    # equivariant in the slots, invariant in the inputs, as with one head
+    perm = torch.randperm(16)
+    torch.testing.assert_close(heads(x[:, perm], generator=g()).slots, out.slots, atol=1e-5, rtol=1e-5)
+    out.slots.sum().backward()
+    assert all(p.grad is not None for n, p in heads.named_parameters() if n != "queries")
+    with pytest.raises(ValueError, match="divide"):
+        SlotAttention(4, 30, num_heads=4)
+
+
+def test_multi_head_in_a_model_config():
+    from slotlab.models import SlotAutoencoder, SlotAutoencoderConfig
+
+    model = SlotAutoencoder(SlotAutoencoderConfig(resolution=16, num_slots=3, slot_dim=16, mlp_hidden=16, slot_heads=2,
+                                                  encoder_channels=[8], decoder_broadcast=16, decoder_channels=[8],
+                                                  decoder_strides=[1]))
+    assert model.slot_attention.num_heads == 2
+    assert model(torch.rand(2, 3, 16, 16) * 2 - 1).attn.shape[-1] == 3

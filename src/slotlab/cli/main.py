@@ -19,6 +19,7 @@ from slotlab.cli.edit import add_edit
 from slotlab.cli.eval import add_eval
 from slotlab.cli.fid import add_fid
 from slotlab.cli.options import check_numbers
+from slotlab.cli.plot import add_plot
 from slotlab.cli.presets import add_presets
 from slotlab.cli.probe import add_probe
 from slotlab.cli.reconstruct import add_reconstruct
@@ -39,6 +40,7 @@ COMMANDS = (
     add_probe,
     add_presets,
     add_data,
+    add_plot,
 )
 
 

@@ -54,6 +54,7 @@ class LatentSlotDiffusionConfig:
     mlp_hidden: PositiveInt = 192
     slot_init: SlotInit = "gaussian"
     implicit_grad: bool = False  # gradients through the last iteration only (Chang et al. 2022); off in the paper
+    slot_heads: PositiveInt = 1  # multi-head Slot Attention (heads of width slot_dim / slot_heads); 1 in the paper
     attn_eps: PositiveFloat = 1e-6
     # decoder
     decoder_channels: list[PositiveInt] = field(default_factory=lambda: [192, 384, 768, 768])
@@ -133,6 +134,7 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
             ln_eps=1e-5,
             init=c.slot_init,
             implicit_grad=c.implicit_grad,
+            num_heads=c.slot_heads,
         )
         self.to_condition = nn.Sequential(nn.LayerNorm(c.slot_dim), nn.Linear(c.slot_dim, c.cross_attention_dim))
         registers = torch.randn(1, c.register_slots, c.cross_attention_dim) * 0.02 if c.register_slots else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -24,6 +25,9 @@ class SlotAutoencoderConfig:
     mlp_hidden: PositiveInt = 128
     slot_init: SlotInit = "gaussian"  # "gaussian" (paper) or "learned" (per-slot queries)
     implicit_grad: bool = False
+    slot_heads: PositiveInt = 1  # multi-head Slot Attention (heads of width slot_dim / slot_heads); 1 in the paper
+    # what groups the features into slots: Slot Attention, or the paper's Slot MLP baseline (no attention)
+    grouping: Literal["slot_attention", "mlp"] = "slot_attention"
     slot_frame: SlotFrame = "none"  # Invariant Slot Attention: "translation" or "translation_scale" reference frames
     slot_scale_factor: PositiveFloat = 1.0  # with translation_scale: relative grid (grid - position) / (factor * scale)
     weight_init: WeightInit = (

@@ -6,6 +6,7 @@ from slotlab.modules.init import keras_init_
 from slotlab.modules.invariant_slot_attention import InvariantSlotAttention, pose_dims
 from slotlab.modules.position import RelativePositionEmbedding, SoftPositionEmbedding, build_grid
 from slotlab.modules.slot_attention import SlotAttention, SlotAttentionOutput, SlotMLP
+from slotlab.modules.slot_mlp import SlotMLPBaseline
 
 __all__ = [
     "BroadcastDecoderOutput",
@@ -15,6 +16,7 @@ __all__ = [
     "SlotAttention",
     "SlotAttentionOutput",
     "SlotMLP",
+    "SlotMLPBaseline",
     "SoftPositionEmbedding",
     "SpatialBroadcastDecoder",
     "build_grid",

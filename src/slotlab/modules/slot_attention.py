@@ -50,6 +50,8 @@ class SlotAttention(nn.Module):
             ``"learned"``: one learned query per slot (BO-QSA); K is then fixed to ``num_slots``.
         implicit_grad: pass gradients only through the last iteration (Chang et al. 2022):
             the first T - 1 iterations run without a graph and the last starts from their detached result.
+        num_heads: multi-head Slot Attention: queries, keys and values split into H heads of width D / H that
+            attend separately (the slots compete in each head); 1 (the paper) is single-head.
     """
 
     def __init__(
@@ -63,12 +65,15 @@ class SlotAttention(nn.Module):
         ln_eps: float = 1e-3,
         init: SlotInit = "gaussian",
         implicit_grad: bool = False,
+        num_heads: int = 1,
     ):
         super().__init__()
         input_dim = input_dim or dim
+        if num_heads < 1 or dim % num_heads:
+            raise ValueError(f"num_heads must divide the slot width {dim}, got {num_heads}")
         self.num_slots, self.dim, self.num_iterations = num_slots, dim, num_iterations
-        self.eps, self.init, self.implicit_grad = eps, init, implicit_grad
-        self.scale = dim**-0.5
+        self.eps, self.init, self.implicit_grad, self.num_heads = eps, init, implicit_grad, num_heads
+        self.scale = (dim // num_heads) ** -0.5
 
         self.norm_inputs = nn.LayerNorm(input_dim, eps=ln_eps)
         self.norm_slots = nn.LayerNorm(dim, eps=ln_eps)
@@ -113,9 +118,25 @@ class SlotAttention(nn.Module):
         along dim 1 (contiguous runs of N), and the weighted mean over the inputs is the next matmul; the
         public [B, N, K] attention is a transposed view of it (see :meth:`forward`)."""
         q = self.to_q(self.norm_slots(slots)) * self.scale
+        if self.num_heads > 1:
+            return self._multi_head_step(slots, q, k, v)
         attn = torch.bmm(q, k.transpose(1, 2)).softmax(dim=1)  # [B, K, N]: slots compete for each input
         updates = torch.bmm(self.mean_weights(attn, dim=2), v)  # [B, K, D]
         return self.update(slots, updates), attn
+
+    def _multi_head_step(self, slots: Tensor, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """H heads of width D / H: slots compete for each input in every head separately, each head takes its own
+        weighted mean of its share of the values, the heads' updates are concatenated; the returned attention
+        [B, K, N] is the heads' mean (what segments the image)."""
+        b, kk, d = q.shape
+        n, h = k.shape[1], self.num_heads
+        qh = q.reshape(b, kk, h, d // h).transpose(1, 2)  # [B, H, K, D/H]
+        kh = k.reshape(b, n, h, d // h).transpose(1, 2)  # [B, H, N, D/H]
+        vh = v.reshape(b, n, h, d // h).transpose(1, 2)
+        attn = torch.matmul(qh, kh.transpose(2, 3)).softmax(dim=2)  # [B, H, K, N]
+        updates = torch.matmul(self.mean_weights(attn, dim=3), vh)  # [B, H, K, D/H]
+        updates = updates.transpose(1, 2).reshape(b, kk, d)
+        return self.update(slots, updates), attn.mean(dim=1)
 
     def mean_weights(self, attn: Tensor, dim: int = 1) -> Tensor:
         """Attention -> weights of a weighted mean over the inputs (axis ``dim`` of ``attn``: 1 for [B, N, K], 2 for
