@@ -320,7 +320,7 @@ def test_multi_head_slot_attention():
     one = SlotAttention(4, 32, num_heads=1)
     heads = SlotAttention(4, 32, num_heads=4)
     heads.load_state_dict(one.state_dict())  # the same weights: the heads only split the width
-    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    g = lambda: torch.Generator().manual_seed(1)
     out = heads(x, generator=g())
     assert out.slots.shape == (2, 4, 32) and out.attn.shape == (2, 3, 16, 4)
     torch.testing.assert_close(out.attn.sum(-1), torch.ones(2, 3, 16))  # the heads' mean: still a softmax over K
