@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,42 +35,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_model import OfficialAutoencoder, OfficialSlotAttention
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def busy_ticks() -> int:
-    """CPU ticks spent busy by every process, from /proc/stat."""
-    fields = [int(x) for x in open("/proc/stat").readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields[:8]) - idle
-
-
-def own_ticks() -> int:
-    stat = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
-    return int(stat[11]) + int(stat[12])  # utime + stime of this process (all its threads)
-
-
-def other_load(seconds: float = 1.0) -> float:
-    """Cores used by other processes over ``seconds``."""
-    b0, o0 = busy_ticks(), own_ticks()
-    time.sleep(seconds)
-    return ((busy_ticks() - b0) - (own_ticks() - o0)) / TICK / seconds
-
-
-class Block:
-    """Times ``steps`` calls of a step function and says whether others ran meanwhile."""
-
-    def __init__(self, step: Callable[[], None], steps: int):
-        self.step, self.steps = step, steps
-
-    def run(self) -> tuple[float, float]:
-        b0, o0, t0 = busy_ticks(), own_ticks(), time.perf_counter()
-        for _ in range(self.steps):
-            self.step()
-        wall = time.perf_counter() - t0
-        others = ((busy_ticks() - b0) - (own_ticks() - o0)) / TICK / wall
-        return self.steps / wall, others
+from quiet import Block, refuse_if_busy
 
 
 def autocast(precision: str):
@@ -154,10 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="also write the results as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load = other_load(2.0)
-    if load > args.max_other:
-        print(f"refusing to time: other processes use {load:.2f} cores (limit {args.max_other}); wait for them",
-              file=sys.stderr)
+    load = refuse_if_busy(args.max_other)
+    if load is None:
         return 2
     print(f"torch {torch.__version__}, {args.threads} threads, other processes at start: {load:.2f} cores", flush=True)
     results: dict = {}

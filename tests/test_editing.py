@@ -259,9 +259,8 @@ def test_decode_slots_keep_rest_lsd(tmp_path):
     slots = torch.randn(2, 3, 16, generator=torch.Generator().manual_seed(0))
     common = dict(steps=3, seed=1, autoencoder=ae)
     nothing = torch.zeros(2, 16, 16, dtype=torch.bool)
-    # nothing to decode: the input's own latents come back, whatever the slots
-    torch.testing.assert_close(decode_slots(model, slots, keep_from=images, region=nothing, **common),
-                               ae.decode(ae.encode(images, sample=False), clamp=True))
+    # nothing to decode: the input comes back, pixel for pixel, whatever the slots
+    assert torch.equal(decode_slots(model, slots, keep_from=images, region=nothing, **common), images)
     # everything to decode: the same as free sampling
     torch.testing.assert_close(decode_slots(model, slots, keep_from=images, region=~nothing, **common),
                                decode_slots(model, slots, **common))
@@ -275,6 +274,10 @@ def test_decode_slots_keep_rest_lsd(tmp_path):
     latents = model.generate(slots, steps=3, generator=g, known=known, keep=keep)
     assert torch.equal(latents[:, :, 3:], known[:, :, 3:]) and torch.equal(latents[:, :, :, 3:], known[:, :, :, 3:])
     assert not torch.allclose(latents[:, :, :3, :3], known[:, :, :3, :3])
+    # and the image: decoded inside the generated cells (pixels [:6, :6]), the input's pixels outside them
+    image = decode_slots(model, slots, keep_from=images, region=region, **common)
+    torch.testing.assert_close(image[:, :, :6, :6], ae.decode(latents, clamp=True)[:, :, :6, :6])
+    assert torch.equal(image[:, :, 6:], images[:, :, 6:]) and torch.equal(image[:, :, :, 6:], images[:, :, :, 6:])
     with pytest.raises(ValueError, match="both"):
         model.generate(slots, steps=1, known=known)
 

@@ -15,6 +15,7 @@ Shapes: B batch, K slots, D slot width, R image side, m mask side, N = side * si
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -184,6 +185,7 @@ def decode_slots(
     guidance: float = 1.0,
     keep_from: Tensor | None = None,
     region: Tensor | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """slots [B, K', D] (or [K', D]: B = 1) -> images [B, 3, R, R] in [-1, 1]; K' may be any number.
 
@@ -194,8 +196,8 @@ def decode_slots(
 
     ``keep_from`` images [B, 3, R, R] with ``region`` bool [B, R, R] (True = decode): only the region is decoded
     from the slots, the rest is ``keep_from``'s. LSD: blended sampling over the latents of ``keep_from`` (every
-    latent cell that touches the region is generated), so the decoded region fits its surroundings; object
-    discovery: the decoder's image pasted into ``keep_from`` inside the region.
+    latent cell that touches the region is generated), so the decoded region fits its surroundings, and the input's
+    pixels outside those cells; object discovery: the decoder's image pasted into ``keep_from`` inside the region.
     """
     model = slot_model(model)
     if slots.ndim == 2:
@@ -223,7 +225,12 @@ def decode_slots(
         model.use_autoencoder(autoencoder)
     g = torch.Generator(device=device).manual_seed(seed)
     return model.render(
-        slots, build(Sampling, {"steps": steps, "sampler": sampler, "guidance": guidance}), g, keep_from, region
+        slots,
+        build(Sampling, {"steps": steps, "sampler": sampler, "guidance": guidance}),
+        g,
+        keep_from,
+        region,
+        progress,
     )
 
 

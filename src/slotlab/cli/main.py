@@ -11,6 +11,7 @@ import argparse
 import errno
 import sys
 
+from slotlab.cli.app import add_app
 from slotlab.cli.compose import add_compose
 from slotlab.cli.concepts import add_concepts
 from slotlab.cli.data import add_data
@@ -41,6 +42,7 @@ COMMANDS = (
     add_presets,
     add_data,
     add_plot,
+    add_app,
 )
 
 

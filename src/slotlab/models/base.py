@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -160,9 +161,11 @@ class SlotModel(SavedModel):
         generator: torch.Generator | None = None,
         keep_from: Tensor | None = None,
         region: Tensor | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
         """slots [B, K', D] (any K') -> images [B, 3, R, R] in [-1, 1]; with ``keep_from`` images and ``region``
-        bool [B, R, R], only the region is drawn from the slots and the rest is ``keep_from``'s."""
+        bool [B, R, R], only the region is drawn from the slots and the rest is ``keep_from``'s. ``progress(i, n)``
+        is told how far a sampling decoder has got."""
         raise DataError(f"a {type(self).__name__} does not draw images from its slots")
 
     def slot_masks(self, enc: SlotAttentionOutput, size: int, source: str = "auto") -> Tensor:

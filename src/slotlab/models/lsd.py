@@ -12,6 +12,7 @@ Shapes: B batch, K slots, D slot width, E cross-attention width, C latent channe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -193,9 +194,10 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
         latents: Tensor,
         generator: torch.Generator | None = None,
         num_iterations: int | None = None,
+        num_slots: int | None = None,
     ) -> LatentSlotDiffusionOutput:
         """One training step's loss: noise the latents at a random t, predict the noise from the slots."""
-        enc = self.encode(images, num_iterations=num_iterations, generator=generator)
+        enc = self.encode(images, num_slots, num_iterations, generator)
         keep = None
         if self.training and self.config.cond_dropout > 0:
             b = enc.slots.shape[0]
@@ -229,8 +231,10 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
         generator: torch.Generator | None = None,
         known: Tensor | None = None,
         keep: Tensor | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
-        """Decode latents [B, C, h, w] from slots [B, K, D] by reverse diffusion from noise.
+        """Decode latents [B, C, h, w] from slots [B, K, D] by reverse diffusion from noise (``progress(i, n)`` after
+        every step).
 
         ``guidance`` > 1 mixes in the unconditional prediction (zero condition, as in training with
         ``cond_dropout``): ``eps = eps_u + guidance * (eps_c - eps_u)``.
@@ -277,6 +281,8 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
                 last = step == len(timesteps) - 1
                 target = known if last else scheduler.add_noise(known, noise, timesteps[step + 1 : step + 2])
                 x = torch.lerp(x, target.to(x.dtype), keep.to(x.dtype))
+            if progress is not None:
+                progress(step + 1, len(timesteps))
         return x
 
     def decode(
@@ -294,10 +300,11 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
         generator: torch.Generator | None = None,
         keep_from: Tensor | None = None,
         region: Tensor | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
         """As :meth:`decode`; with ``keep_from`` images and ``region`` bool [B, R, R], blended sampling over the
         latents of ``keep_from`` (every latent cell that touches the region is generated), so the drawn region fits
-        its surroundings."""
+        its surroundings; outside those cells the image is ``keep_from``'s, pixel for pixel."""
         s = sampling or Sampling()
         ae = self.image_autoencoder
         known = keep = None
@@ -307,6 +314,17 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
             known = ae.encode(keep_from, sample=False).float()
             keep = 1 - F.adaptive_max_pool2d(region[:, None].float(), known.shape[-2:])
         latents = self.generate(
-            slots, steps=s.steps, sampler=s.sampler, guidance=s.guidance, generator=generator, known=known, keep=keep
+            slots,
+            steps=s.steps,
+            sampler=s.sampler,
+            guidance=s.guidance,
+            generator=generator,
+            known=known,
+            keep=keep,
+            progress=progress,
         )
-        return ae.decode(latents.float(), clamp=True).float()
+        images = ae.decode(latents.float(), clamp=True).float()
+        if keep is None or keep_from is None:
+            return images
+        kept_pixels = F.interpolate(keep, size=images.shape[-2:], mode="nearest")  # [B, 1, R, R] 1: kept cell
+        return torch.lerp(images, keep_from.to(images), kept_pixels)

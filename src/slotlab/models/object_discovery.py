@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
@@ -102,6 +103,7 @@ class SlotAutoencoder(SlotModel, tags=["slot-attention"]):
         generator: torch.Generator | None = None,
         keep_from: Tensor | None = None,
         region: Tensor | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> Tensor:
         """The decoder's reconstruction, clamped to [-1, 1] (deterministic: ``sampling`` and ``generator`` are not
         used); with ``keep_from`` and ``region``, pasted into ``keep_from`` inside the region."""

@@ -39,10 +39,9 @@ def decode_image(source: str | Path | bytes, where: str, mode: str | None = "RGB
     it does not decode.
     """
     try:
-        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as img:
-            img.load()
-            if mode is not None and img.mode != mode:
-                img = img.convert(mode)
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as opened:
+            opened.load()
+            img: Image.Image = opened.convert(mode) if mode is not None and opened.mode != mode else opened
             return np.array(img)
     except _PIL_ERRORS as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
