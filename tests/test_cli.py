@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -220,6 +221,26 @@ def test_eval_round_trip(tmp_path, workdir, capsys):
     assert metrics["fg_ari"] == pytest.approx(expected["fg_ari"], abs=1e-6)
     assert metrics["ari"] == pytest.approx(expected["ari"], abs=1e-6)
     assert metrics["mse"] == pytest.approx(expected["mse"], rel=1e-5)
+
+
+def test_eval_with_more_slots_and_iterations_than_trained(tmp_path, workdir, capsys):
+    out = tmp_path / "m.json"
+    argv = ["eval", "--checkpoint", workdir["model"], "--data", workdir["data"], "--out", out]
+    assert main([str(a) for a in [*argv, "--num-slots", K + 2, "--num-iterations", 5]]) == 0
+    metrics = json.loads(out.read_text())
+    model, _ = load_trained(workdir["model"])
+    ds = to_scene_dataset(workdir["images"], workdir["masks"], [1, 1, 32, 32], 32)
+    expected = evaluate_object_discovery(model, ds, seed=0, num_slots=K + 2, num_iterations=5)
+    assert metrics["fg_ari"] == pytest.approx(expected["fg_ari"], abs=1e-6)
+    assert (metrics["num_slots"], metrics["num_iterations"]) == (K + 2, 5)
+    assert metrics["fg_ari"] != pytest.approx(evaluate_object_discovery(model, ds, seed=0)["fg_ari"], abs=1e-9)
+    capsys.readouterr()
+    # learned slot queries fix K: one line, not a traceback
+    learned = SlotAutoencoder(replace(tiny_model_config(), slot_init="learned"))
+    save_trained(learned, ExperimentConfig(name="q", model=learned.config, data=DataConfig(
+        dataset="tetrominoes", train_size=8, val_size=4, crop=[1, 1, 32, 32], resolution=32)), tmp_path / "q")
+    line = run_error(["eval", "--checkpoint", tmp_path / "q", "--data", workdir["data"], "--num-slots", K + 1], capsys)
+    assert "fixed" in line
 
 
 def test_eval_stdout_is_exactly_the_json(workdir, capsys):

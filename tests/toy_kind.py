@@ -50,7 +50,7 @@ class ToyEvaluator(Evaluator):
     def metrics(self) -> MetricSet:
         return MetricSet({"psnr": MeanMetric()})
 
-    def update(self, model, batch, metrics, generator, num_iterations=None):
+    def update(self, model, batch, metrics, generator, num_iterations=None, num_slots=None):
         metrics["psnr"].update(psnr(model(batch["image"]), batch["image"]))
 
 

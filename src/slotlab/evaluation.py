@@ -19,7 +19,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
-from slotlab.errors import DataError
+from slotlab.errors import ConfigError, DataError
 from slotlab.metrics import (
     AveragePrecisionMetric,
     MeanMetric,
@@ -77,9 +77,11 @@ class Evaluator:
         metrics: MetricSet,
         generator: torch.Generator | None,
         num_iterations: int | None = None,
+        num_slots: int | None = None,
     ) -> Tensor | None:
         """Run ``model`` on ``batch`` (tensors on the model's device) and add the results to ``metrics``; returns
-        the training loss of the batch where the kind has one that needs nothing more than the batch."""
+        the training loss of the batch where the kind has one that needs nothing more than the batch.
+        ``num_iterations``, ``num_slots``: Slot Attention's T and K at test time (default: as trained)."""
         raise NotImplementedError
 
     def check(self, dataset: SceneDataset, where: str = "the data") -> None:
@@ -114,9 +116,9 @@ class ObjectDiscoveryEvaluator(Evaluator):
             }
         )
 
-    def update(self, model, batch, metrics, generator, num_iterations=None):
+    def update(self, model, batch, metrics, generator, num_iterations=None, num_slots=None):
         images = batch["image"]
-        out = model(images, num_iterations=num_iterations, generator=generator)
+        out = model(images, num_slots, num_iterations, generator=generator)
         metrics["mse"].update(image_mse(out.reconstruction, images))
         if "labels" in batch:
             labels = batch["labels"]
@@ -134,9 +136,9 @@ class SetPredictionEvaluator(Evaluator):
     def metrics(self, matching: str | None = None) -> MetricSet:
         return MetricSet({"ap": AveragePrecisionMetric(), "loss": MeanMetric()})
 
-    def update(self, model, batch, metrics, generator, num_iterations=None):
+    def update(self, model, batch, metrics, generator, num_iterations=None, num_slots=None):
         targets = batch["targets"]
-        out = model(batch["image"], targets, num_iterations=num_iterations, generator=generator)
+        out = model(batch["image"], targets, num_slots, num_iterations, generator=generator)
         metrics["ap"].update(out.predictions, targets, out.logits[..., -1])  # ranked on the logits: no saturation
         metrics["loss"].update(out.loss, weight=len(targets))
         return out.loss
@@ -155,14 +157,14 @@ class LatentSlotDiffusionEvaluator(Evaluator):
     def metrics(self, matching: str | None = None) -> MetricSet:
         return MetricSet({"loss": MeanMetric(), "segmentation": SegmentationMetric(matching=matching or self.matching)})
 
-    def update(self, model, batch, metrics, generator, num_iterations=None):
+    def update(self, model, batch, metrics, generator, num_iterations=None, num_slots=None):
         images, loss = batch["image"], None
         if "latents" in batch:  # the slots come first from the generator, so they equal encode()'s
-            out = model(images, batch["latents"].float(), generator=generator, num_iterations=num_iterations)
+            out = model(images, batch["latents"].float(), generator, num_iterations, num_slots)
             attn, loss = out.attn, out.loss
             metrics["loss"].update(loss, weight=len(images))
         else:
-            attn = model.encode(images, num_iterations=num_iterations, generator=generator).attn
+            attn = model.encode(images, num_slots, num_iterations, generator).attn
         if "labels" in batch:
             labels = batch["labels"]
             pred = attention_labels(attn[:, -1], labels.shape[-1]).to(labels.device)
@@ -176,7 +178,7 @@ class ImageAutoencoderEvaluator(Evaluator):
     def metrics(self, matching: str | None = None) -> MetricSet:
         return MetricSet({"mse": MeanMetric(), "psnr": MeanMetric()})
 
-    def update(self, model, batch, metrics, generator, num_iterations=None):
+    def update(self, model, batch, metrics, generator, num_iterations=None, num_slots=None):
         images = batch["image"]
         out = model(images, sample=False)
         metrics["mse"].update(image_mse(out.reconstruction, images))
@@ -194,13 +196,21 @@ def run_evaluator(
     num_iterations: int | None = None,
     progress: bool = False,
     matching: str | None = None,
+    num_slots: int | None = None,
 ) -> dict:
     """Score ``model`` on ``dataset`` with ``evaluator``: ``{"num_images", **metrics, **notes}``.
 
     Batches of ``batch_size`` in order; the slot initialisation noise of batch ``i`` comes from a generator seeded
     with ``seed + i`` (as in validation), so results repeat exactly. ``matching``: the mIoU protocol, "oclf" or
-    "lsd" (default: the kind's paper's; the result says which was used)."""
+    "lsd" (default: the kind's paper's; the result says which was used). ``num_iterations``, ``num_slots``: Slot
+    Attention's T and K at test time (default: as trained; K only where the slots are sampled, not learned)."""
     evaluator.check(dataset)
+    grouping = getattr(model, "slot_attention", None)
+    if num_slots is not None and grouping is not None and grouping.fixed_num_slots and num_slots != grouping.num_slots:
+        raise ConfigError(
+            f"this model's {grouping.num_slots} slots are fixed (learned slot queries or the Slot MLP baseline): "
+            f"it cannot run with {num_slots}"
+        )
     model.eval()
     device = next(model.parameters()).device
     metrics = (evaluator.metrics(matching) if matching else evaluator.metrics()).to(device)
@@ -209,7 +219,7 @@ def run_evaluator(
     ):
         batch = {k: v.to(device) for k, v in dataset[idx].items()}
         generator = torch.Generator(device=device).manual_seed(seed + i)
-        evaluator.update(model, batch, metrics, generator, num_iterations)
+        evaluator.update(model, batch, metrics, generator, num_iterations, num_slots)
     result = {"num_images": len(dataset), **metrics.compute(), **evaluator.notes}
     if "miou_objects" in result:
         result["miou_matching"] = MATCHING_NOTES[matching or evaluator.matching]

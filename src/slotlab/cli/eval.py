@@ -34,6 +34,14 @@ def add_eval(sub) -> None:
     number(
         p, "--num-iterations", minimum=1, type=int, help="Slot Attention iterations at test time (default: as trained)"
     )
+    number(
+        p,
+        "--num-slots",
+        minimum=1,
+        type=int,
+        help="slots at test time, e.g. more than trained for scenes with more objects (default: as trained; "
+        "not for learned slot queries or the Slot MLP)",
+    )
     p.add_argument(
         "--miou-matching",
         choices=["oclf", "lsd"],
@@ -58,9 +66,12 @@ def cmd_eval(args) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         num_iterations=args.num_iterations,
+        num_slots=args.num_slots,
         progress=True,
         matching=args.miou_matching,
     )
     metrics.update(checkpoint=str(args.checkpoint), data=where)
+    if args.num_slots or args.num_iterations:
+        metrics.update(num_slots=args.num_slots, num_iterations=args.num_iterations)
     write_json(metrics, args.out)
     return 0

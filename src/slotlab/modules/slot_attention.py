@@ -144,6 +144,11 @@ class SlotAttention(nn.Module):
         weights = attn + self.eps
         return weights / weights.sum(dim=dim, keepdim=True)
 
+    @property
+    def fixed_num_slots(self) -> bool:
+        """Whether K is fixed by the weights (learned queries) rather than free at every call (sampled slots)."""
+        return self.init == "learned"
+
     def counts(self, num_slots: int | None, num_iterations: int | None, slots: Tensor | None) -> tuple[int, int]:
         """K and T of a call: given, else the explicit slots' number / the module's defaults."""
         num_slots = num_slots or (slots.shape[1] if slots is not None else self.num_slots)

@@ -32,6 +32,8 @@ class SlotMLPBaseline(nn.Module):
             nn.Linear(hidden, num_slots * dim),
         )
 
+    fixed_num_slots = True  # the MLP's last layer makes exactly K slots
+
     def forward(
         self,
         inputs: Tensor,
