@@ -386,6 +386,27 @@ def test_kill_minus_9_keeps_the_last_checkpoint_and_resume_goes_on(tmp_path):
     assert steps == list(range(1, step + 3))  # no step twice, none missing
 
 
+def test_a_checkpoint_is_never_ahead_of_the_curve(tmp_path, monkeypatch):
+    """Every checkpoint written on a validating step is written after that step's curve row, so a kill -9 between
+    the two cannot lose the row (the resumed run would not validate that step again)."""
+    from slotlab.training.checkpoint_io import AtomicCheckpointIO
+
+    out, seen = tmp_path / "run", []
+    save = AtomicCheckpointIO.save_checkpoint
+
+    def recording_save(self, checkpoint, path, storage_options=None):
+        curve = out / "curve.jsonl"
+        rows = curve.read_text().splitlines() if curve.is_file() else []
+        seen.append((checkpoint["global_step"], [json.loads(r)["step"] for r in rows]))
+        save(self, checkpoint, path, storage_options)
+
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint", recording_save)
+    assert main(["train", "tetrominoes_demo", "--out", str(out), "--no-progress", *TINY, "optim.max_steps=6",
+                 "trainer.checkpoint_every_n_steps=2", "trainer.val_every_n_steps=2"]) == 0
+    assert {step for step, _ in seen} == {2, 4, 6}
+    assert all(step in rows for step, rows in seen), seen
+
+
 # --------------------------------------------------------------------------- 12: mismatches
 
 

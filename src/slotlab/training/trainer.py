@@ -118,6 +118,27 @@ class RandomStates(Callback):
             torch.cuda.set_rng_state_all(list(state_dict["cuda"]))
 
 
+class StepCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` every n training steps; on a step that also validates, written after the validation (after
+    :class:`CurveLogger`'s row), so that a kill between the two never leaves a checkpoint ahead of ``curve.jsonl``."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
+        if due and _validates_after_this_batch(trainer) and not self._should_skip_saving_checkpoint(trainer):
+            self._defer_save_until_validation = True  # Lightning's own hook: saved in on_validation_end
+            return
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+def _validates_after_this_batch(trainer: L.Trainer) -> bool:
+    """Whether the training loop runs a validation with at least one batch right after the current batch."""
+    data = getattr(trainer, "datamodule", None)
+    if data is None or not getattr(data, "val", None) or not trainer.enable_validation:
+        return False
+    loop = trainer.fit_loop
+    return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))  # type: ignore[arg-type]
+
+
 BEST_CHECKPOINT = "best.ckpt"  # best validation metric of the task (FG-ARI, AP at 1), beside last.ckpt
 
 
@@ -132,7 +153,7 @@ def build_trainer(
     ``curve.jsonl``, the EMA of the weights if asked for, a progress bar; with ``monitor`` (a validation metric,
     higher is better: the kind's, when the data can be scored) also ``checkpoints/best.ckpt``."""
     t = config.trainer
-    ckpt = ModelCheckpoint(
+    ckpt = StepCheckpoint(
         dirpath=out_dir / "checkpoints", every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=1
     )
     cbs: list[Callback] = [ckpt, LearningRateMonitor("step"), CurveLogger(out_dir / "curve.jsonl"), RandomStates()]
