@@ -50,11 +50,17 @@ class SlotModule(L.LightningModule):
         self.evaluator, self.monitor = evaluator, monitor  # monitor: the metric shown in the progress bar
         self.val_metrics = evaluator.metrics()
         self.last_validation: dict[str, float] = {}  # what the last validation computed, unrounded
-        self.channels_last = config.trainer.channels_last
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.channels_last = False
+        self.set_channels_last(config.trainer.channels_last is True)  # "auto": decided when training starts
         # a compiled bound method, not a module, so the weights are not registered twice
         self._forward = torch.compile(self.model.forward) if config.trainer.compile else self.model.forward
+
+    def set_channels_last(self, on: bool) -> None:
+        """Lay the model's conv weights (and the images it is given) out channels-last, or back."""
+        if on != self.channels_last:
+            layout = torch.channels_last if on else torch.contiguous_format
+            self.model.to(memory_format=layout)  # type: ignore[call-overload]
+        self.channels_last = on
 
     def _images(self, batch) -> Tensor:
         images = batch["image"]

@@ -34,7 +34,7 @@ class TrainerConfig:
     strategy: str = "auto"  # Lightning's strategy name: "auto", "ddp", "ddp_spawn", "fsdp", ...
     precision: Precision = "32-true"
     compile: bool = False  # torch.compile the model
-    channels_last: bool = False
+    channels_last: bool | Literal["auto"] = False  # "auto": the faster layout here (training/precision.py)
     seed: int = 0
     max_time_minutes: PositiveFloat | None = None  # stop training after this long (the step count is then logged)
     val_every_n_steps: PositiveInt = 5_000
