@@ -119,6 +119,29 @@ def test_decoder_is_a_permutation_equivariant_set_decoder():
     torch.testing.assert_close(b.rgb, a.rgb[:, perm], atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("broadcast, channels, strides, kernel, freqs", [
+    (8, [8, 8], [1, 1], 5, 0),      # full resolution, "same" convs (Tetrominoes)
+    (2, [8, 8, 8], [2, 2, 1], 5, 0),  # upsampling by transposed convs (CLEVR6)
+    (8, [8], [1], 3, 0),
+    (8, [8], [1], 1, 2),            # a per-pixel MLP over slot and Fourier features
+])
+def test_first_layer_shortcut_equals_running_the_cnn_on_broadcast_slots(broadcast, channels, strides, kernel, freqs):
+    torch.manual_seed(0)
+    resolution = broadcast * 2 ** strides.count(2)
+    dec = SpatialBroadcastDecoder(D, resolution, broadcast, channels, strides, kernel, pos_frequencies=freqs).double()
+    slots = torch.randn(B, K, D, dtype=torch.float64, requires_grad=True)
+    out = dec(slots)
+    # the plain way: tile every slot over the grid, add the embedding, run the whole CNN B*K times
+    tiled = slots.reshape(B * K, D, 1, 1).expand(-1, -1, broadcast, broadcast)
+    plain = dec.cnn(dec.pos(tiled)).reshape(B, K, 4, resolution, resolution)
+    torch.testing.assert_close(out.rgb, plain[:, :, :3])
+    torch.testing.assert_close(out.alpha, plain[:, :, 3:].softmax(dim=1))
+    (g_fast,) = torch.autograd.grad(out.reconstruction.square().sum(), slots)
+    alpha = plain[:, :, 3:].softmax(dim=1)
+    (g_plain,) = torch.autograd.grad((plain[:, :, :3] * alpha).sum(1).square().sum(), slots)
+    torch.testing.assert_close(g_fast, g_plain)
+
+
 def test_decoder_any_number_of_slots():
     dec = SpatialBroadcastDecoder(D, R, R, channels=[8], strides=[1])
     out = dec(torch.randn(B, 1, D, generator=gen()))

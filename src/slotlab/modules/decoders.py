@@ -89,37 +89,42 @@ class SpatialBroadcastDecoder(nn.Module):
         """The first layer over the broadcast slots plus the position embedding, without running it B*K times.
 
         slots [N, D] -> [N, C, H', W']. The layer is linear and its input is ``slot (constant over the grid) +
-        embedding (the same for every slot)``, so it equals ``sum_d slot_d * layer(unit map of channel d) +
-        layer(embedding)``. All D x C responses to a constant map come from one grouped pass over a ones map (every
-        kernel on its own), the embedding's from one pass, and each slot then costs a 1x1 mixing instead of a k x k
-        convolution: k^2 times fewer operations, equal up to float rounding (the padding's border effects included)."""
+        embedding (the same for every slot)``. On a constant map every kernel tap q either meets the grid or the
+        padding, so the response is ``sum_q W[:, :, q] * taps[q]`` with ``taps`` [Q, H', W'] the 0/1 map of where
+        tap q meets the grid. Each slot then costs two small matmuls (slot x weights -> [C, Q], then x taps)
+        instead of a k x k convolution over the grid, and the embedding one pass of the layer: equal up to float
+        rounding, the padding's border effects included."""
         layer: Any = self.cnn[0]
-        s = self.broadcast_size
         weight: Tensor = layer.weight
-        d = slots.shape[1]
+        n, d = slots.shape
+        taps = self.kernel_taps(layer, weight.dtype, weight.device)  # [Q, H', W']
+        q, h, w = taps.shape
         if isinstance(layer, nn.ConvTranspose2d):  # weight [D, C, k, k]
             c = weight.shape[1]
-            ones = torch.ones(1, d * c, s, s, dtype=weight.dtype, device=weight.device)
-            basis = F.conv_transpose2d(
-                ones,
-                weight.reshape(d * c, 1, *weight.shape[2:]),
-                None,
-                layer.stride,
-                layer.padding,  # type: ignore[arg-type]  # an int pair: set in __init__
-                layer.output_padding,
-                groups=d * c,
-            )
-            basis = basis.reshape(d, c, *basis.shape[-2:])
+            per_slot = weight.reshape(d, c * q)
         else:  # Conv2d, weight [C, D, k, k]
             c = weight.shape[0]
-            ones = torch.ones(1, c * d, s, s, dtype=weight.dtype, device=weight.device)
-            basis = F.conv2d(
-                ones, weight.reshape(c * d, 1, *weight.shape[2:]), None, layer.stride, layer.padding, groups=c * d
-            )
-            basis = basis.reshape(c, d, *basis.shape[-2:]).transpose(0, 1)
+            per_slot = weight.reshape(c, d, q).transpose(0, 1).reshape(d, c * q)
+        mixed = slots.to(weight.dtype) @ per_slot  # [N, C*Q]
+        out = (mixed.reshape(n * c, q) @ taps.reshape(q, h * w)).reshape(n, c, h, w)
         pos: Any = self.pos
-        embedded = layer(pos.embedding().to(weight.dtype))  # [1, C, H', W'], with the layer's bias
-        return torch.einsum("nd,dchw->nchw", slots.to(weight.dtype), basis) + embedded
+        return out + layer(pos.embedding().to(weight.dtype))  # [1, C, H', W'] with the layer's bias
+
+    def kernel_taps(self, layer: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """[k*k, H', W'] 0/1: whether kernel tap q of ``layer`` meets the broadcast grid at output pixel (y, x)
+        (the layer run on a ones map with one-hot kernels)."""
+        kh, kw = layer.kernel_size
+        s = self.broadcast_size
+        ones = torch.ones(1, 1, s, s, dtype=dtype, device=device)
+        one_hot = torch.eye(kh * kw, dtype=dtype, device=device)
+        stride: Any = layer.stride
+        padding: Any = layer.padding  # a tuple (the layers of this decoder never use Conv2d's "same")
+        if isinstance(layer, nn.ConvTranspose2d):
+            kernels = one_hot.reshape(1, kh * kw, kh, kw)
+            taps = F.conv_transpose2d(ones, kernels, None, stride, padding, layer.output_padding)
+        else:
+            taps = F.conv2d(ones, one_hot.reshape(kh * kw, 1, kh, kw), None, stride, padding)
+        return taps[0]
 
     def forward(self, slots: Tensor) -> BroadcastDecoderOutput:
         b, k, _ = slots.shape
