@@ -5,7 +5,7 @@
 The sweep file maps a variant's name to its overrides (a string of ``key=value`` words), or to
 ``{preset: NAME, overrides: "..."}`` to train another preset; ``preset`` and ``common`` at the top level give the
 default preset and the overrides every variant shares. Every variant runs as its own ``slotlab train`` process,
-all at once (``--jobs`` at a time), each for ``--minutes``, with one CPU thread each; a sweep run again into the
+all at once (``--jobs`` at a time), each for ``--minutes`` (or ``--steps``), with one CPU thread each; a sweep run again into the
 same ``--out`` starts its runs again. On one GPU, ``--mps`` starts NVIDIA's Multi-Process Service first, so the
 small models' kernels from all processes run concurrently instead of taking turns. Each run writes ``OUT/NAME/curve.jsonl``; the script prints the metrics at every
 validation and the first step at which each ``--thresholds`` value is reached, and writes ``OUT/curves.json``.
@@ -58,7 +58,11 @@ def first_step(rows: list[dict], metric: str, threshold: float) -> int | None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("sweep", type=Path, help="YAML: preset, common, variants")
-    p.add_argument("--minutes", type=float, required=True, help="training time of every variant")
+    budget = p.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--minutes", type=float, help="training time of every variant (per-minute comparisons)")
+    budget.add_argument(
+        "--steps", type=int, help="training steps of every variant instead (per-step comparisons, on any load)"
+    )
     p.add_argument("--out", type=Path, default=Path("sweep"))
     p.add_argument("--jobs", type=int, default=0, help="variants at a time (0: all)")
     p.add_argument("--metric", nargs="+", default=["fg_ari"], help="validation metrics to print (default fg_ari)")
@@ -70,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     variants, common = load_sweep(args.sweep)
     if args.only:
         variants = {k: v for k, v in variants.items() if k in args.only}
-    base = ["--no-progress", "--overwrite", "trainer.num_threads=1", f"trainer.max_time_minutes={args.minutes}", *common]
+    budget_overrides = (
+        [f"trainer.max_time_minutes={args.minutes}"]
+        if args.minutes
+        else ["trainer.max_time_minutes=null", f"optim.max_steps={args.steps}"]
+    )
+    base = ["--no-progress", "--overwrite", "trainer.num_threads=1", *budget_overrides, *common]
     args.out.mkdir(parents=True, exist_ok=True)
     mps = args.mps and start_mps()
     try:
