@@ -422,3 +422,14 @@ def test_eval_says_which_miou_matching_it_used() -> None:
 
     assert LatentSlotDiffusionEvaluator.matching == "lsd" and ObjectDiscoveryEvaluator.matching == "oclf"
     assert set(MATCHING_NOTES) == {"oclf", "lsd"}
+
+
+def test_a_metric_never_updated_is_left_out_not_nan() -> None:
+    """LSD's diffusion loss needs latents, which `slotlab eval`'s batches do not carry: no "loss": NaN."""
+    from slotlab.metrics import MeanMetric, MetricSet
+
+    metrics = MetricSet({"loss": MeanMetric(), "psnr": MeanMetric()})
+    metrics["psnr"].update(torch.tensor([20.0, 30.0]))
+    assert metrics.compute() == {"psnr": 25.0}
+    metrics["loss"].update(torch.tensor(0.5))
+    assert metrics.compute() == {"loss": 0.5, "psnr": 25.0}

@@ -71,11 +71,14 @@ class AveragePrecisionMetric(Metric):
 
 class MetricSet(nn.ModuleDict):  # of Metric
     """Named metrics updated together. :meth:`compute` merges their results into one flat dict of numbers: a
-    metric that returns a dict contributes its keys, any other its value under its own name."""
+    metric that returns a dict contributes its keys, any other its value under its own name; a metric never
+    updated (e.g. LSD's diffusion loss when the batches carry no latents) is left out rather than reported as NaN."""
 
     def compute(self) -> dict[str, float]:
         out: dict[str, float] = {}
         for name, metric in self.items():
+            if metric.update_count == 0:  # type: ignore[operator]  # the same on every rank: batches alike
+                continue
             value = metric.compute()  # type: ignore[operator]
             if isinstance(value, dict):
                 out.update(value)
