@@ -433,3 +433,21 @@ def test_a_metric_never_updated_is_left_out_not_nan() -> None:
     assert metrics.compute() == {"psnr": 25.0}
     metrics["loss"].update(torch.tensor(0.5))
     assert metrics.compute() == {"loss": 0.5, "psnr": 25.0}
+
+
+def test_slot_collapse_tells_uniform_attention_and_copied_slots_from_binding() -> None:
+    from slotlab.metrics import slot_collapse
+
+    b, n, k = 2, 6, 3
+    uniform = torch.full((b, n, k), 1 / k)
+    one_hot = torch.nn.functional.one_hot(torch.arange(n) % k, k).float().expand(b, n, k)
+    copies = torch.randn(b, 1, 5).expand(b, k, 5)
+    orthogonal = torch.eye(k)[None].expand(b, k, k) * 3.0
+    out = slot_collapse(uniform, copies)
+    assert torch.allclose(out["attention_peak"], torch.full((b,), 1 / k))
+    assert torch.allclose(out["slot_similarity"], torch.ones(b), atol=1e-6)
+    out = slot_collapse(one_hot, orthogonal)
+    assert torch.allclose(out["attention_peak"], torch.ones(b))
+    assert torch.allclose(out["slot_similarity"], torch.zeros(b), atol=1e-6)
+    opposite = torch.tensor([[[1.0, 0.0], [-1.0, 0.0]]])  # two slots pointing apart: similarity -1
+    assert torch.allclose(slot_collapse(torch.full((1, 4, 2), 0.5), opposite)["slot_similarity"], torch.tensor([-1.0]))

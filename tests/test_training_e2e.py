@@ -35,12 +35,17 @@ def test_short_training_learns_to_segment(tmp_path):
 
     # precision "auto" is saved as the precision it chose on this machine
     assert config.trainer.precision == "auto" and saved_config.trainer.precision in ("32-true", "bf16-mixed")
+    assert config.trainer.channels_last == "auto" and saved_config.trainer.channels_last in (False, True)
     config.trainer.precision = saved_config.trainer.precision
+    config.trainer.channels_last = saved_config.trainer.channels_last
     assert saved_config == config
     # learning, not just running: segmentation and reconstruction both far better than at initialisation
     assert untrained["fg_ari"] < 0.3
     assert trained["fg_ari"] > 0.6
     assert trained["mse"] < 0.6 * untrained["mse"]
+    # and the slots compete: sharper attention, less alike than the untrained model's near-copies
+    assert trained["attention_peak"] > untrained["attention_peak"] + 0.2
+    assert trained["slot_similarity"] < untrained["slot_similarity"]
 
     # the exported model, the CLI's eval and the run's last validation agree
     assert main(["eval", "--checkpoint", str(out / "model"), "--out", str(tmp_path / "m.json")]) == 0

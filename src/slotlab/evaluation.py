@@ -27,6 +27,7 @@ from slotlab.metrics import (
     SegmentationMetric,
     image_mse,
     psnr,
+    slot_collapse,
 )
 from slotlab.models import attention_masks, mask_labels
 
@@ -98,11 +99,22 @@ def _has(dataset: SceneDataset, field: str) -> bool:
     return dataset.labels is not None if field == "labels" else field in dataset.extra
 
 
+def collapse_metrics() -> dict[str, MeanMetric]:
+    return {"attention_peak": MeanMetric(), "slot_similarity": MeanMetric()}
+
+
+def update_collapse(metrics: MetricSet, attn: Tensor, slots: Tensor) -> None:
+    """Adds :func:`~slotlab.metrics.slot_collapse` of the last iteration's attention [B, T, N, K] and the slots."""
+    for name, value in slot_collapse(attn[:, -1], slots).items():
+        metrics[name].update(value)  # type: ignore[operator]
+
+
 class ObjectDiscoveryEvaluator(Evaluator):
     """The Slot Attention autoencoder: reconstruction ``mse``; with masks, the segmentation of the decoder's alpha
     masks (the paper's protocol: ``fg_ari``, ``ari``, mBO, mIoU and the binding diagnostics of
     :func:`~slotlab.metrics.binding_errors`: ``split_objects``, ``merged_objects``, ``object_purity``,
-    ``owner_ground``, ``stray_to_spare``) and ``fg_ari_attention`` of the last iteration's attention."""
+    ``owner_ground``, ``stray_to_spare``) and ``fg_ari_attention`` of the last iteration's attention; always the
+    collapse diagnostics ``attention_peak`` and ``slot_similarity`` (:func:`~slotlab.metrics.slot_collapse`)."""
 
     requires = scored_by = "labels"
     notes = {"averaged_over": "images"}
@@ -113,6 +125,7 @@ class ObjectDiscoveryEvaluator(Evaluator):
                 "mse": MeanMetric(),
                 "segmentation": SegmentationMetric(ari=True, matching=matching or self.matching),
                 "attention": SegmentationMetric(overlaps=False, binding=False, suffix="_attention"),
+                **collapse_metrics(),
             }
         )
 
@@ -120,6 +133,7 @@ class ObjectDiscoveryEvaluator(Evaluator):
         images = batch["image"]
         out = model(images, num_slots, num_iterations, generator=generator)
         metrics["mse"].update(image_mse(out.reconstruction, images))
+        update_collapse(metrics, out.attn, out.slots)
         if "labels" in batch:
             labels = batch["labels"]
             metrics["segmentation"].update(labels, predicted_labels(out.masks).to(labels.device), out.masks.shape[1])
@@ -147,24 +161,27 @@ class SetPredictionEvaluator(Evaluator):
 class LatentSlotDiffusionEvaluator(Evaluator):
     """Latent Slot Diffusion: the segmentation from the last iteration's attention (upsampled, argmax): ``fg_ari``
     (mean over images), ``mbo_objects``/``miou_objects`` (mean over all objects, the LSD paper's convention),
-    ``mbo_images``/``miou_images`` and the binding diagnostics; with ``latents`` in the batch (validation) also the
-    diffusion ``loss``."""
+    ``mbo_images``/``miou_images`` and the binding diagnostics; the collapse diagnostics ``attention_peak`` and
+    ``slot_similarity``; with ``latents`` in the batch (validation) also the diffusion ``loss``."""
 
     requires = scored_by = "labels"
     notes = {"fg_ari_averaged_over": "images"}
     matching = "lsd"  # the official LSD evaluation's
 
     def metrics(self, matching: str | None = None) -> MetricSet:
-        return MetricSet({"loss": MeanMetric(), "segmentation": SegmentationMetric(matching=matching or self.matching)})
+        segmentation = SegmentationMetric(matching=matching or self.matching)
+        return MetricSet({"loss": MeanMetric(), "segmentation": segmentation, **collapse_metrics()})
 
     def update(self, model, batch, metrics, generator, num_iterations=None, num_slots=None):
         images, loss = batch["image"], None
         if "latents" in batch:  # the slots come first from the generator, so they equal encode()'s
             out = model(images, batch["latents"].float(), generator, num_iterations, num_slots)
-            attn, loss = out.attn, out.loss
+            attn, slots, loss = out.attn, out.slots, out.loss
             metrics["loss"].update(loss, weight=len(images))
         else:
-            attn = model.encode(images, num_slots, num_iterations, generator).attn
+            encoded = model.encode(images, num_slots, num_iterations, generator)
+            attn, slots = encoded.attn, encoded.slots
+        update_collapse(metrics, attn, slots)
         if "labels" in batch:
             labels = batch["labels"]
             pred = attention_labels(attn[:, -1], labels.shape[-1]).to(labels.device)

@@ -8,6 +8,7 @@ from slotlab.metrics.ari import (
     mean_ignoring_nan,
     to_labels,
 )
+from slotlab.metrics.collapse import slot_collapse
 from slotlab.metrics.image import image_mse, psnr
 from slotlab.metrics.reference import pooled_labels, voronoi_labels
 from slotlab.metrics.scores import AveragePrecisionMetric, MeanMetric, MetricSet
@@ -39,6 +40,7 @@ __all__ = [
     "pooled_labels",
     "psnr",
     "segmentation_metrics",
+    "slot_collapse",
     "summarise_binding",
     "to_labels",
     "voronoi_labels",
