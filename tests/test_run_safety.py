@@ -487,3 +487,16 @@ def test_a_truncated_download_is_refused(tmp_path, capsys):
                     f"file://{mirror}", "--no-progress"], capsys) == 2
     assert "incomplete or corrupt" in one_line_error(capsys)
     assert not list((tmp_path / "root").rglob("*.tfrecords"))
+
+
+def test_files_written_atomically_get_the_usual_mode(tmp_path):
+    """The temporary file of an atomic write is 0600; the written file gets what open() gives (0666 minus the umask),
+    so a run's outputs can be read by the group a user shares them with."""
+    from slotlab.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "metrics.json", "{}")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -36,6 +36,13 @@ def read_json(path: str | Path, missing: str) -> Any:
         raise DataError(f"{path}: cannot read ({e})") from None
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it: put back at once; one writer per folder, no threads)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` only when the block ends without error
@@ -44,6 +51,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the mode open() would have given it
     try:
         yield Path(tmp)
         os.replace(tmp, path)
