@@ -43,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("experiments/out/uint8_images"))
     p.add_argument("--scenes", type=int, default=320)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--crop",
+        type=int,
+        nargs=4,
+        metavar=("TOP", "LEFT", "H", "W"),
+        help="crop instead of the model's (e.g. one whose resize is not a whole factor: a whole factor such as "
+        "192 -> 64 samples source pixels exactly, so uint8 and float agree there)",
+    )
     args = p.parse_args(argv)
 
     model, config = load_trained(args.checkpoint)
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     if info.generate is None:
         raise DataError(f"{info.name} has no procedural twin to generate scenes from")
     scenes = info.generate(args.scenes, 2_000_003 + args.seed)
-    crop = config.data.crop if config.data.crop is not None else info.crop
+    crop = args.crop or (config.data.crop if config.data.crop is not None else info.crop)
     labels = masks_to_labels(scenes.get("mask", scenes.get("labels"))).numpy()
     stored = to_scene_dataset(scenes["image"], labels, crop, config.model.resolution)
     floats = SceneDataset(float_images(scenes["image"], crop, config.model.resolution), stored.labels)
@@ -62,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         "float": evaluate(model, floats, seed=args.seed),
         "max_abs_difference_in_model_range": round(difference, 5),
         "scenes": args.scenes,
+        "crop": crop,
         "checkpoint": str(args.checkpoint),
     }
     args.out.mkdir(parents=True, exist_ok=True)
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| images | {' | '.join(keys)} |\n|---|" + "---|" * len(keys))
     for name in ("uint8", "float"):
         print(f"| {name} | " + " | ".join(f"{results[name][k]:.4f}" for k in keys) + " |")
-    print(f"largest difference between the two: {difference:.5f} in [-1, 1] ({args.scenes} scenes)")
+    print(f"largest difference between the two: {difference:.5f} in [-1, 1] ({args.scenes} scenes, crop {crop})")
     return 0
 
 
