@@ -4,6 +4,7 @@ the two differ by up to half a grey level (0.0039 in [-1, 1]). This scores one t
 scenes both ways: the uint8 images slotlab stores, and the float images before rounding.
 
     python experiments/uint8_images.py --checkpoint DIR/model     # a model whose data is resized (e.g. 192 -> 64)
+    python experiments/uint8_images.py --checkpoint DIR/model --crop 40 80 160 160   # a fractional factor (2.5x)
 
 Writes ``OUT/uint8_images.json`` and prints the table. Use a model trained on a procedural twin (the scenes are
 generated again at their native size from a seed neither training nor validation used).
