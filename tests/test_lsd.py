@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -183,6 +185,19 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     assert main(["visualize", "--checkpoint", str(out / "lsd"), "--out", str(out / "v.png"), "--num-images", "2"]) == 0
     assert (out / "v.png").read_bytes() == (out / "r2.png").read_bytes()
     capsys.readouterr()
+    # the paper's claim in miniature: the Slot Attention autoencoder on the demo's store, both scored alike
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    import lsd_vs_slot_attention
+
+    assert lsd_vs_slot_attention.main(["--demo", str(out), "--minutes", "5", "optim.max_steps=2", "optim.batch_size=4",
+                                       "trainer.val_every_n_steps=2", "trainer.num_threads=1",
+                                       "data.train_size=24"]) == 0
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert comparison["steps"] == {"lsd": 4, "slot_attention": 2} and comparison["miou_matching"] == "lsd"
+    for column in ("lsd", "slot_attention", "slot_attention_attention_masks"):
+        assert 0 <= comparison[column]["mbo_objects"] <= 1 and comparison[column]["num_objects"] > 0, column
+        assert 0 < comparison[column]["attention_peak"] <= 1, column
+    assert "| mBO (objects) |" in (out / "comparison.md").read_text() and (out / "slot_attention" / "grid.png").is_file()
     assert main(["visualize", "--checkpoint", str(out / "autoencoder"), "--out", str(out / "v2.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert "ImageAutoencoder" in err and len(err.splitlines()) == 1 and not (out / "v2.png").exists()
