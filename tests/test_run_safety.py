@@ -448,12 +448,19 @@ def test_ctrl_c_in_training_is_one_line_and_exit_130(tmp_path):
     argv = [sys.executable, "-m", "slotlab", "train", "tetrominoes_demo", "--out", str(out), "--no-progress", *TINY,
             "optim.max_steps=100000", "trainer.checkpoint_every_n_steps=2", "data.train_size=64",
             "trainer.num_threads=1"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (out / "checkpoints" / "last.ckpt").is_file():
-        time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    # Ctrl-C's default action even when this test runs as a background job (whose shell ignores SIGINT for it)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (out / "checkpoints" / "last.ckpt").is_file():
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:  # never leave a training run behind
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 130, err
     assert err.strip().splitlines() == ["slotlab: interrupted"], err
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] >= 2
