@@ -3,6 +3,7 @@ table and a PNG plot (``slotlab plot --table`` draws the JSON again)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -35,6 +36,27 @@ def trained(
         write_json(done, {"config": config.to_dict(), "steps": result.trainer.global_step})
     model, _ = load_trained(best if best.is_file() else model_dir)
     return model, config
+
+
+def parser(doc: str, name: str, preset: str, steps: int) -> argparse.ArgumentParser:
+    """The options every experiment on one trained model takes: ``--checkpoint`` (else a ``preset`` model is
+    trained), ``--out`` (default ``experiments/out/NAME``), ``--steps`` of that training and ``--seed``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, help=f"a model trained with {preset} (default: train one)")
+    p.add_argument("--out", type=Path, default=Path("experiments/out") / name)
+    p.add_argument("--steps", type=int, default=steps, help=f"training steps when no --checkpoint (default {steps})")
+    p.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def model_of(args: argparse.Namespace, preset: str) -> tuple[object, ExperimentConfig]:
+    """The model of ``--checkpoint`` and its config, or one of ``preset`` trained into ``OUT/run``."""
+    if args.checkpoint:
+        model, config = load_trained(args.checkpoint)
+        if config is None:
+            raise SystemExit(f"{args.checkpoint}: needs the experiment.yaml beside the model (its data settings)")
+        return model, config
+    return trained(preset, args.out / "run", args.steps, seed=args.seed)
 
 
 def write_result(out: Path, name: str, table: dict, notes: str = "") -> str:

@@ -12,33 +12,24 @@ neither training nor validation used.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import trained, write_result
+from common import model_of, parser, write_result
 
-from slotlab.checkpoints import load_trained
 from slotlab.data import generate_tetrominoes
 from slotlab.data.registry import to_scene_dataset
 from slotlab.evaluation import evaluate_object_discovery
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, help="a model trained with tetrominoes_demo (default: train one)")
-    p.add_argument("--out", type=Path, default=Path("experiments/out/more_objects"))
-    p.add_argument("--steps", type=int, default=8000, help="training steps when no --checkpoint (default 8000)")
+    p = parser(__doc__, "more_objects", "tetrominoes_demo", 8000)
     p.add_argument("--pieces", type=int, nargs="+", default=[3, 4, 5, 6])
     p.add_argument("--scenes", type=int, default=320)
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    if args.checkpoint:
-        model, config = load_trained(args.checkpoint)
-    else:
-        model, config = trained("tetrominoes_demo", args.out / "run", args.steps, seed=args.seed)
+    model, config = model_of(args, "tetrominoes_demo")
     trained_k = model.config.num_slots
     series: dict[str, list[float]] = {f"K = {trained_k} (as trained)": [], "K = pieces + 1": []}
     for pieces in args.pieces:

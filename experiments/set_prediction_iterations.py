@@ -10,14 +10,12 @@ Writes ``OUT/sp_iterations.json`` / ``.md`` / ``.png``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import trained, write_result
+from common import model_of, parser, write_result
 
-from slotlab.checkpoints import load_trained
 from slotlab.data.registry import build_dataset
 from slotlab.evaluation import evaluate_set_prediction
 
@@ -25,18 +23,11 @@ THRESHOLDS = ("inf", "1", "0.5", "0.25", "0.125")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, help="a trained set-prediction model (default: train one)")
-    p.add_argument("--out", type=Path, default=Path("experiments/out/sp_iterations"))
-    p.add_argument("--steps", type=int, default=20000, help="training steps when no --checkpoint (default 20000)")
+    p = parser(__doc__, "sp_iterations", "clevr_set_prediction_demo", 20000)
     p.add_argument("--iterations", type=int, nargs="+", default=list(range(1, 9)))
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    if args.checkpoint:
-        model, config = load_trained(args.checkpoint)
-    else:
-        model, config = trained("clevr_set_prediction_demo", args.out / "run", args.steps, seed=args.seed)
+    model, config = model_of(args, "clevr_set_prediction_demo")
     test = build_dataset(config.data, "test")
     series: dict[str, list[float]] = {f"AP {t}": [] for t in THRESHOLDS}
     for t in args.iterations:

@@ -10,31 +10,22 @@ Writes ``OUT/iterations.json`` / ``.md`` / ``.png``. The slot noise is the same 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import trained, write_result
+from common import model_of, parser, write_result
 
-from slotlab.checkpoints import load_trained
 from slotlab.data.registry import build_dataset
 from slotlab.evaluation import evaluate_object_discovery
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, help="a trained object-discovery model (default: train one)")
-    p.add_argument("--out", type=Path, default=Path("experiments/out/iterations"))
-    p.add_argument("--steps", type=int, default=8000, help="training steps when no --checkpoint (default 8000)")
+    p = parser(__doc__, "iterations", "tetrominoes_demo", 8000)
     p.add_argument("--iterations", type=int, nargs="+", default=list(range(1, 9)))
-    p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
-    if args.checkpoint:
-        model, config = load_trained(args.checkpoint)
-    else:
-        model, config = trained("tetrominoes_demo", args.out / "run", args.steps, seed=args.seed)
+    model, config = model_of(args, "tetrominoes_demo")
     test = build_dataset(config.data, "test")
     trained_t = model.config.num_iterations
     series: dict[str, list[float]] = {"FG-ARI (alpha masks)": [], "FG-ARI (attention)": []}

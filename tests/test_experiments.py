@@ -64,3 +64,22 @@ def test_uint8_against_float_images(tmp_path):
     result = json.loads((tmp_path / "uint8_images.json").read_text())
     assert 0 < result["max_abs_difference_in_model_range"] <= 1 / 255 + 1e-6  # at most half a grey level
     assert abs(result["uint8"]["fg_ari"] - result["float"]["fg_ari"]) < 0.2
+
+
+def test_set_prediction_ap_against_iterations(tmp_path):
+    import set_prediction_iterations
+
+    from slotlab.models.set_prediction import SlotSetPredictor, SlotSetPredictorConfig
+
+    torch.manual_seed(0)
+    model = SlotSetPredictor(SlotSetPredictorConfig(resolution=32, num_slots=10, slot_dim=8, mlp_hidden=8,
+                                                    encoder_channels=[4, 4], encoder_strides=[2, 2], head_hidden=8))
+    save_trained(model, ExperimentConfig(name="sp", task="set_prediction", model=model.config,
+                                         data=DataConfig(dataset="clevr", train_size=4, val_size=4, resolution=32)),
+                 tmp_path / "sp")
+    assert set_prediction_iterations.main(["--checkpoint", str(tmp_path / "sp"), "--out", str(tmp_path / "out"),
+                                           "--iterations", "1", "2"]) == 0
+    table = json.loads((tmp_path / "out" / "sp_iterations.json").read_text())
+    assert table["x"] == [1, 2] and set(table["series"]) == {"AP inf", "AP 1", "AP 0.5", "AP 0.25", "AP 0.125"}
+    assert all(0 <= ap <= 1 for series in table["series"].values() for ap in series)
+    assert (tmp_path / "out" / "sp_iterations.png").stat().st_size > 0
