@@ -11,6 +11,7 @@ from slotlab.checkpoints import load_trained
 from slotlab.cli.main import main
 from slotlab.config import load_config
 from slotlab.data import generate_tetrominoes, save_npz
+from slotlab.errors import SlotlabError
 from slotlab.data.registry import VAL_SEED_OFFSET, build_dataset
 from slotlab.evaluation import evaluate_object_discovery
 from slotlab.experiment import train
@@ -135,3 +136,32 @@ def test_a_new_run_never_writes_over_an_earlier_one_unasked(tmp_path, capsys):
     assert main(["train", "tetrominoes_demo", "--out", str(out), "--no-progress", "--overwrite", *tiny]) == 0
     assert len((out / "curve.jsonl").read_text().splitlines()) == 1
     assert not (out / "checkpoints" / "stale.ckpt").exists()
+
+
+class _WeightsAtStart(Callback):
+    def on_train_start(self, trainer, pl_module):
+        self.state = {k: v.clone() for k, v in pl_module.model.state_dict().items()}
+
+
+def test_warm_start_copies_the_named_parts_and_refuses_what_does_not_fit(tmp_path):
+    tiny = ["optim.batch_size=4", "data.train_size=8", "data.val_size=4", "trainer.max_time_minutes=null",
+            "trainer.val_every_n_steps=100", "trainer.precision=32-true", "model.encoder_channels=[8,8,8]",
+            "model.slot_dim=16", "model.mlp_hidden=16", "optim.max_steps=3"]
+    source = train(load_config("tetrominoes_demo", tiny), tmp_path / "a", progress=False).model_dir
+    trained = load_trained(source)[0].state_dict()
+    start = _WeightsAtStart()
+    train(load_config("tetrominoes_demo", [*tiny, f"trainer.init_from={source}", "trainer.seed=1"]), tmp_path / "b",
+          progress=False, callbacks=[start])
+    parts = ("encoder.", "slot_attention.")
+    copied = [k for k in trained if k.startswith(parts)]
+    assert copied and all(torch.equal(start.state[k], trained[k]) for k in copied)
+    others = [k for k in trained if not k.startswith(parts) and trained[k].is_floating_point() and trained[k].numel() > 1]
+    assert others and not all(torch.equal(start.state[k], trained[k]) for k in others)  # the decoder starts anew
+
+    with pytest.raises(SlotlabError, match=r"cannot warm-start 'encoder': encoder.mlp.0.bias is \[16\] there, \[32\] here"):
+        train(load_config("tetrominoes_demo", [*tiny, f"trainer.init_from={source}", "model.slot_dim=32"]),
+              tmp_path / "c", progress=False)
+    with pytest.raises(SlotlabError, match="cannot warm-start 'nothing'"):
+        train(load_config("tetrominoes_demo", [*tiny, f"trainer.init_from={source}", "trainer.init_parts=[nothing]"]),
+              tmp_path / "d", progress=False)
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # refused before the folder is touched

@@ -27,6 +27,7 @@ __all__ = [
     "model_folder",
     "read_checkpoint",
     "save_trained",
+    "warm_start_weights",
 ]
 
 
@@ -147,6 +148,30 @@ def _model_from_state(k: ModelKind, config: ExperimentConfig, state_dict: dict[s
     except RuntimeError as e:
         raise DataError(f"{path}: cannot load this checkpoint ({_one_line(e)})") from None
     return model
+
+
+def warm_start_weights(model: torch.nn.Module, source: str | Path, parts: list[str]) -> dict[str, torch.Tensor]:
+    """The weights of ``parts`` (top-level submodules, e.g. ``encoder``) of the trained model at ``source`` (any path
+    :func:`load_trained` reads), checked against ``model``: every part must exist on both sides with the same
+    parameter names and shapes, or a one-line :class:`DataError` says which. ``model.load_state_dict(weights,
+    strict=False)`` then copies them."""
+    trained, _ = load_trained(source)
+    ours, theirs = model.state_dict(), trained.state_dict()
+    weights: dict[str, torch.Tensor] = {}
+    for part in parts:
+        want = sorted(k for k in ours if k.startswith(part + "."))
+        have = sorted(k for k in theirs if k.startswith(part + "."))
+        if not want or want != have:
+            differ = sorted(set(want) ^ set(have)) or [f"{part}.*"]
+            raise DataError(f"{source}: cannot warm-start {part!r}: the parameters differ ({', '.join(differ[:3])})")
+        for k in want:
+            if ours[k].shape != theirs[k].shape:
+                raise DataError(
+                    f"{source}: cannot warm-start {part!r}: {k} is {list(theirs[k].shape)} there, "
+                    f"{list(ours[k].shape)} here"
+                )
+            weights[k] = theirs[k]
+    return weights
 
 
 def checkpoint_step(path: str | Path) -> int:

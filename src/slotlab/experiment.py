@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from slotlab.checkpoints import config_of_checkpoint, read_checkpoint, save_trained
+from slotlab.checkpoints import config_of_checkpoint, read_checkpoint, save_trained, warm_start_weights
 from slotlab.config import ExperimentConfig, config_from_dict
 from slotlab.data.registry import build_dataset
 from slotlab.errors import ConfigError
@@ -193,22 +193,27 @@ def train(
             f"data.resolution {train_set.resolution} differs from model.resolution {config.model.resolution}"
         )
     k.module.check_data(config, train_set)
+    warm = None  # a resumed run has its weights in its checkpoint
+    if config.trainer.init_from and resume_path is None:
+        warm = warm_start_weights(k.build_model(config.model), config.trainer.init_from, config.trainer.init_parts)
     created = not out_dir.exists()
     try:
         with FolderLock(out_dir, f"train {config.name}") if not _is_replica() else contextlib.nullcontext():
             claim_run_folder(out_dir, resume, overwrite)
             if resume_path is not None:
                 trim_curve(out_dir / "curve.jsonl", step)
-            return _fit(k, config, out_dir, train_set, val_set, resume_path, progress, callbacks, start)
+            return _fit(k, config, out_dir, train_set, val_set, resume_path, warm, progress, callbacks, start)
     except BaseException:
         if created and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}:
             shutil.rmtree(out_dir, ignore_errors=True)  # a start that failed leaves nothing behind
         raise
 
 
-def _fit(k, config, out_dir, train_set, val_set, resume_path, progress, callbacks, start) -> TrainResult:
+def _fit(k, config, out_dir, train_set, val_set, resume_path, warm, progress, callbacks, start) -> TrainResult:
     data = SceneDataModule(train_set, val_set, config.optim.batch_size, config.trainer.seed, config.data.num_workers)
     module = k.build_module(config)
+    if warm is not None:
+        module.model.load_state_dict(warm, strict=False)
     # "auto" becomes what runs (and what model/config.json records)
     config.trainer.precision, config.trainer.channels_last = resolve_switches(config, module, train_set)  # type: ignore[assignment]
     monitor = k.monitor if k.evaluator.can_score(val_set) else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from slotlab.fields import NonNegativeFloat, OpenFraction, PositiveFloat, PositiveInt, UnitInterval
@@ -44,3 +44,8 @@ class TrainerConfig:
     # keep an exponential moving average of the weights (e.g. 0.999); validation, checkpoints and the exported
     # model then use the averaged weights
     ema_decay: OpenFraction | None = None
+    # warm start: copy the weights of these parts (top-level submodules, e.g. the encoder and Slot Attention) from a
+    # trained model (a model folder, a run folder or a .ckpt, of any kind whose parts have the same names and shapes)
+    # before the first step; a resumed run takes its weights from its checkpoint instead
+    init_from: str | None = None
+    init_parts: list[str] = field(default_factory=lambda: ["encoder", "slot_attention"])
