@@ -37,6 +37,54 @@ class SlotMLP(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim or dim))
 
 
+class _InputGradient:
+    """The inputs' gradient of all iterations in one batched matmul, instead of two skinny matmuls per iteration and
+    a running sum of [B, N, D] gradients (the largest cost of the backward pass, in bf16 most of all).
+
+    Each iteration reads the inputs x [B, N, D_in] twice, as ``logits = qk @ x^T`` and ``pooled = weights @ x``, so
+    ``dx = sum_t dlogits_t^T @ qk_t + weights_t^T @ dpooled_t``: stacking the T iterations' [B, K, N] and [B, K, D_in]
+    factors along K makes that one [B, N, 2TK] @ [B, 2TK, D_in] matmul. The iterations use x detached; hooks collect
+    the factors as the backward pass reaches them, and :class:`Attach`, an identity on the initial slots (which
+    every iteration depends on, so its backward runs after theirs), returns x's gradient."""
+
+    def __init__(self):
+        self.left: list[Tensor] = []  # [B, K, N] factors
+        self.right: list[Tensor] = []  # [B, K, D_in] factors
+
+    def record(self, out: Tensor, factor: Tensor, transpose: bool) -> None:
+        """``out`` = ``factor @ x^T`` (transpose) or ``out`` = ``factor @ x``: note the pair when out's gradient
+        arrives."""
+        factor = factor.detach()
+
+        def hook(grad: Tensor) -> None:
+            self.left.append(grad if transpose else factor)
+            self.right.append(factor if transpose else grad)
+
+        out.register_hook(hook)
+
+    def gradient(self, like: Tensor) -> Tensor | None:
+        """dx [B, N, D_in] in ``like``'s dtype (None if no iteration's output got a gradient); forgets the factors."""
+        if not self.left:
+            return None
+        dtype = self.right[0].dtype
+        left = torch.cat([t.to(dtype) for t in self.left], dim=1)  # [B, M, N]
+        right = torch.cat([t.to(dtype) for t in self.right], dim=1)  # [B, M, D_in]
+        self.left, self.right = [], []
+        return torch.bmm(left.transpose(1, 2), right).to(like.dtype)
+
+    class Attach(torch.autograd.Function):
+        """slots -> slots, with x as a second input whose gradient the sink computes."""
+
+        @staticmethod
+        def forward(ctx, slots: Tensor, x: Tensor, sink: _InputGradient) -> Tensor:  # type: ignore[override]
+            ctx.sink, ctx.x_meta = sink, x.new_empty(0)
+            return slots.view_as(slots)
+
+        @staticmethod
+        def backward(ctx, grad_slots: Tensor) -> tuple[Tensor, Tensor | None, None]:  # type: ignore[override]
+            return grad_slots, ctx.sink.gradient(ctx.x_meta), None
+
+
 class SlotAttention(nn.Module):
     """Turns a set of N features into K slots by iterative, competitive attention.
 
@@ -55,6 +103,8 @@ class SlotAttention(nn.Module):
         num_heads: multi-head Slot Attention: queries, keys and values split into H heads of width D / H that
             attend separately (the slots compete in each head); 1 (the paper) is single-head.
     """
+
+    fused_input_gradient = True  # the inputs' gradient of all iterations in one matmul (:class:`_InputGradient`)
 
     def __init__(
         self,
@@ -113,7 +163,7 @@ class SlotAttention(nn.Module):
         )
         return self.mu + self.log_sigma.exp() * noise
 
-    def step(self, slots: Tensor, x: Tensor, x_t: Tensor) -> tuple[Tensor, Tensor]:
+    def step(self, slots: Tensor, x: Tensor, x_t: Tensor, sink: _InputGradient | None = None) -> tuple[Tensor, Tensor]:
         """One iteration. slots [B, K, D], the normalised inputs x [B, N, D_in] and x_t = x [B, D_in, N] ->
         (new slots [B, K, D], attn [B, K, N]).
 
@@ -124,11 +174,19 @@ class SlotAttention(nn.Module):
 
         Laid out slots-first: the logits [B, K, N] come from one batched matmul, the softmax over the slots runs
         along dim 1 (contiguous runs of N), and the weighted mean over the inputs is the next matmul; the
-        public [B, N, K] attention is a transposed view of it (see :meth:`forward`)."""
+        public [B, N, K] attention is a transposed view of it (see :meth:`forward`).
+
+        With a ``sink`` the inputs are constants here (detached) and the sink gives them their gradient later."""
         q = self.to_q(self.norm_slots(slots)) * self.scale  # [B, K, D]
-        attn = torch.bmm(q @ self.to_k.weight, x_t).softmax(dim=1)  # [B, K, N]: slots compete for each input
-        updates = F.linear(torch.bmm(self.mean_weights(attn, dim=2), x), self.to_v.weight)  # [B, K, D]
-        return self.update(slots, updates), attn
+        qk = q @ self.to_k.weight  # [B, K, D_in]
+        logits = torch.bmm(qk, x_t)  # [B, K, N]
+        attn = logits.softmax(dim=1)  # slots compete for each input
+        weights = self.mean_weights(attn, dim=2)  # [B, K, N]
+        pooled = torch.bmm(weights, x)  # [B, K, D_in]
+        if sink is not None:
+            sink.record(logits, qk, transpose=True)
+            sink.record(pooled, weights, transpose=False)
+        return self.update(slots, F.linear(pooled, self.to_v.weight)), attn
 
     def _multi_head_step(self, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """H heads of width D / H: slots compete for each input in every head separately, each head takes its own
@@ -164,6 +222,19 @@ class SlotAttention(nn.Module):
             raise ValueError("num_iterations must be >= 1")
         return num_slots, num_iterations
 
+    def _fuse_input_gradient(self, x: Tensor, num_iterations: int) -> bool:
+        """Whether to sum the inputs' gradient over the iterations in one matmul: when it has several terms (no
+        implicit gradient, more than one iteration), and not while compiling (hooks break a compiled graph, and
+        the compiler fuses the sums itself)."""
+        return (
+            self.fused_input_gradient
+            and x.requires_grad
+            and torch.is_grad_enabled()
+            and not self.implicit_grad
+            and num_iterations > 1
+            and not torch.compiler.is_compiling()
+        )
+
     def update(self, slots: Tensor, updates: Tensor) -> Tensor:
         """GRU and residual MLP: slots [B, K, D], updates [B, K, D] -> new slots [B, K, D]."""
         b, n_slots, d = slots.shape
@@ -185,14 +256,19 @@ class SlotAttention(nn.Module):
         init_slots = slots
 
         x = self.norm_inputs(inputs)
-        step: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+        step: Callable[..., tuple[Tensor, Tensor]]
         if self.num_heads > 1:
-            args = (self.to_k(x), self.to_v(x))
+            args: tuple = (self.to_k(x), self.to_v(x))
             step = self._multi_head_step
         else:
+            x_in = x
             if torch.is_autocast_enabled(x.device.type):  # cast once, not in every iteration's matmuls
                 x = x.to(torch.get_autocast_dtype(x.device.type))
-            args = (x, x.transpose(1, 2).contiguous())
+            sink = _InputGradient() if self._fuse_input_gradient(x, num_iterations) else None
+            if sink is not None:
+                x = x.detach()
+                slots = _InputGradient.Attach.apply(slots, x_in, sink)
+            args = (x, x.transpose(1, 2).contiguous(), sink)
             step = self.step
         attns = []
         for it in range(num_iterations):
