@@ -11,8 +11,8 @@ from slotlab.checkpoints import load_trained
 from slotlab.cli.main import main
 from slotlab.config import load_config
 from slotlab.data import generate_tetrominoes, save_npz
-from slotlab.errors import SlotlabError
 from slotlab.data.registry import VAL_SEED_OFFSET, build_dataset
+from slotlab.errors import SlotlabError
 from slotlab.evaluation import evaluate_object_discovery
 from slotlab.experiment import train
 from slotlab.models import SlotAutoencoder
