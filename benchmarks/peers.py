@@ -61,13 +61,16 @@ def train_step(model: torch.nn.Module, loss_of: Callable[[], torch.Tensor], bf16
     return step
 
 
-def module_workload(compile_: bool) -> dict[str, tuple[torch.nn.Module, Callable]]:
+def module_workload(compile_: bool, per_iteration: bool = False) -> dict[str, tuple[torch.nn.Module, Callable]]:
     from slotlab.modules import SlotAttention
 
     b, n, k, d = 64, 1024, 7, 64
     x = torch.randn(b, n, d)
     models: dict[str, torch.nn.Module] = {"slotlab": SlotAttention(k, d, num_iterations=3),
                                           "official": OfficialSlotAttention(k, d, iters=3)}
+    if per_iteration:  # slotlab with the inputs' gradient summed iteration by iteration (the A/B of that switch)
+        models["slotlab-per-iteration"] = SlotAttention(k, d, num_iterations=3)
+        models["slotlab-per-iteration"].fused_input_gradient = False
     try:
         from slot_attention import SlotAttention as Lucidrains
 
@@ -107,7 +110,7 @@ def autoencoder_workload(
 
 
 WORKLOADS = {
-    "module": lambda cl, c: module_workload(c),
+    "module": lambda cl, c, per_iteration=False: module_workload(c, per_iteration),
     "tetrominoes": lambda cl, c: autoencoder_workload("tetrominoes", 32, cl, c),
     "clevr6": lambda cl, c: autoencoder_workload("clevr6", 8, cl, c),
 }
@@ -135,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-other", type=float, default=0.15, help="cores other processes may use during a block")
     p.add_argument("--out", type=Path, help="also write the results as JSON")
+    p.add_argument("--per-iteration", action="store_true",
+                   help="module workload: also time slotlab with the inputs' gradient summed per iteration "
+                        "(SlotAttention.fused_input_gradient off)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     load = refuse_if_busy(args.max_other)
@@ -148,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
             if channels_last and workload == "module":
                 continue  # no convolutions: channels-last changes nothing
             torch.manual_seed(0)
-            impls = WORKLOADS[workload](channels_last, compile_)
+            extra = {"per_iteration": True} if workload == "module" and args.per_iteration else {}
+            impls = WORKLOADS[workload](channels_last, compile_, **extra)
             blocks = {}
             try:
                 for name, (model, loss) in impls.items():
