@@ -356,3 +356,16 @@ def test_plot_curves_and_tables(tmp_path, capsys):
     capsys.readouterr()
     assert main(["plot", str(tmp_path / "a"), "--metric", "nope", "--out", str(tmp_path / "x.png")]) == 2
     assert "none of the runs has nope" in capsys.readouterr().err and not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--cold"], "--cold goes with --task lsd"),
+        (["--slot-attention-set", "optim.lr=1e-3"], "--slot-attention-set goes with --task lsd"),
+        (["--task", "lsd", "--cold", "--slot-attention-set", "optim.lr=1e-3"], "which --cold leaves out"),
+    ],
+)
+def test_demo_stage_options_that_do_not_fit_are_one_line(tmp_path, capsys, args, says):
+    assert says in run_error(["demo", "--out", tmp_path / "demo", *args], capsys)
+    assert not (tmp_path / "demo").exists()

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from slotlab.config import load_config
 from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderConfig
@@ -161,11 +162,18 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     ae = ["--autoencoder-set", "optim.max_steps=4", "--autoencoder-set", "trainer.val_every_n_steps=2",
           "--autoencoder-set", "trainer.num_threads=1", "--autoencoder-set", "optim.batch_size=4"]
+    sa = ["--slot-attention-set", "optim.max_steps=3", "--slot-attention-set", "trainer.num_threads=1",
+          "--slot-attention-set", "optim.batch_size=4"]
     lsd = ["data.train_size=24", "data.val_size=8", "optim.max_steps=4", "trainer.val_every_n_steps=2",
            "trainer.num_threads=1", "optim.batch_size=4"]
-    assert main(["demo", "--task", "lsd", "--out", str(out), *ae, *lsd]) == 0
+    assert main(["demo", "--task", "lsd", "--out", str(out), *ae, *sa, *lsd]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["num_images"] == 8 and metrics["steps"] == 4
+    # stage 2, the Slot Attention autoencoder, scored on the same scenes, started LSD's encoder and Slot Attention
+    assert metrics["slot_attention"]["steps"] == 3 and metrics["slot_attention"]["num_images"] == 8
+    assert metrics["warm_start"] == str(out / "slot_attention" / "model")
+    lsd_config = yaml.safe_load((out / "lsd" / "model" / "experiment.yaml").read_text())
+    assert lsd_config["trainer"]["init_from"] == str((out / "slot_attention" / "model").resolve())
     for k in ("fg_ari", "mbo_objects", "mbo_images", "miou_objects", "miou_images"):
         assert 0 <= metrics[k] <= 1, k
     assert metrics["autoencoder"]["psnr"] > 0
@@ -197,7 +205,7 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     for column in ("lsd", "slot_attention", "slot_attention_attention_masks"):
         assert 0 <= comparison[column]["mbo_objects"] <= 1 and comparison[column]["num_objects"] > 0, column
         assert 0 < comparison[column]["attention_peak"] <= 1, column
-    assert "| mBO (objects) |" in (out / "comparison.md").read_text() and (out / "slot_attention" / "grid.png").is_file()
+    assert "| mBO (objects) |" in (out / "comparison.md").read_text() and (out / "sa_same_minutes" / "grid.png").is_file()
     assert main(["visualize", "--checkpoint", str(out / "autoencoder"), "--out", str(out / "v2.png")]) == 2
     err = capsys.readouterr().err.strip()
     assert "ImageAutoencoder" in err and len(err.splitlines()) == 1 and not (out / "v2.png").exists()

@@ -2,8 +2,10 @@
 
 - :func:`object_discovery_demo`: procedural Tetrominoes, the ``tetrominoes_demo`` preset, FG-ARI on 320 held-out
   test scenes with the weights of the best validation FG-ARI, a PNG grid.
-- :func:`lsd_demo`: procedural scenes rendered into a store, LSD's image autoencoder (``autoencoder_demo``), then
-  Latent Slot Diffusion on its latents (``lsd_demo``), FG-ARI / mBO / mIoU on held-out scenes, reconstructions.
+- :func:`lsd_demo`: procedural textured scenes rendered into a store, LSD's image autoencoder
+  (``autoencoder_demo``), the Slot Attention autoencoder (``clevrtex_sa_demo``) whose encoder and Slot Attention
+  start LSD, then Latent Slot Diffusion on the latents (``lsd_demo``), FG-ARI / mBO / mIoU on held-out scenes,
+  reconstructions.
 
 Each writes ``metrics.json`` into its folder and returns the metrics.
 """
@@ -81,16 +83,24 @@ def object_discovery_demo(
     return metrics
 
 
+SLOT_ATTENTION_STAGE_MINUTES = 12.0  # the LSD demo's Slot Attention stage (its validation FG-ARI levels off by then)
+
+
 def lsd_demo(
     out: str | Path = "slotlab-demo",
     seed: int = 0,
     minutes: float | None = None,
     overrides: Sequence[str] = (),
     autoencoder_overrides: Sequence[str] = (),
+    slot_attention_overrides: Sequence[str] = (),
+    warm_start: bool = True,
     report: Report = _say,
 ) -> dict:
-    """Both LSD stages on procedural scenes: the autoencoder, then LSD on its latents; then the segmentation metrics
-    on held-out scenes, reconstructions and the curves."""
+    """LSD on procedural scenes, in stages: the image autoencoder (``autoencoder_demo``); the Slot Attention
+    autoencoder (``clevrtex_sa_demo``, :data:`SLOT_ATTENTION_STAGE_MINUTES`), whose encoder and Slot Attention start
+    LSD (``warm_start``; without it LSD starts from scratch and this stage is skipped); Latent Slot Diffusion on the
+    autoencoder's latents (``lsd_demo``). Then the segmentation metrics on held-out scenes (of LSD and of the Slot
+    Attention stage it started from), reconstructions and the curves."""
     start = time.monotonic()
     out = Path(out)
     seeds = [f"trainer.seed={seed}"]
@@ -103,34 +113,47 @@ def lsd_demo(
         f"data.dataset={lsd_cfg.data.dataset}",
         f"data.val_size={lsd_cfg.data.val_size}",
     ]
+    # the store's last val_size scenes: neither trained nor validated on
+    test = build_dataset(load_config("lsd_demo", [*seeds, *on_data, *overrides]).data, "test")
+    stages = 3 if warm_start else 2
 
     ae_cfg = load_config("autoencoder_demo", [*seeds, *on_data, *autoencoder_overrides])
-    report(f"stage 1: image autoencoder for up to {ae_cfg.trainer.max_time_minutes} min")
+    report(f"stage 1 of {stages}: image autoencoder for up to {ae_cfg.trainer.max_time_minutes} min")
     ae_run = train(ae_cfg, out / "autoencoder", overwrite=True)  # run again, the demo keeps the scenes, not the runs
-    lsd_overrides = [*seeds, *on_data, f"model.autoencoder={ae_run.model_dir.resolve()}", *overrides]
+    lsd_overrides = [*seeds, *on_data, f"model.autoencoder={ae_run.model_dir.resolve()}"]
+    metrics: dict = {}
+    if warm_start:
+        sa_cfg = load_config(
+            "clevrtex_sa_demo",
+            [*seeds, *on_data, f"trainer.max_time_minutes={SLOT_ATTENTION_STAGE_MINUTES}", *slot_attention_overrides],
+        )
+        report(f"stage 2 of 3: Slot Attention autoencoder for up to {sa_cfg.trainer.max_time_minutes} min")
+        sa_run = train(sa_cfg, out / "slot_attention", overwrite=True)
+        sa_model = _best_weights(sa_run, sa_cfg)
+        metrics["slot_attention"] = evaluate_object_discovery(sa_model, test, seed=seed)
+        metrics["slot_attention"].update(steps=sa_run.trainer.global_step, train_seconds=round(sa_run.seconds, 1))
+        lsd_overrides.append(f"trainer.init_from={sa_run.model_dir.resolve()}")
+    lsd_overrides += overrides
     if minutes is not None:
         lsd_overrides.append(f"trainer.max_time_minutes={minutes}")
     lsd_cfg = load_config("lsd_demo", lsd_overrides)
-    report(f"stage 2: Latent Slot Diffusion for up to {lsd_cfg.trainer.max_time_minutes} min")
+    report(f"stage {stages} of {stages}: Latent Slot Diffusion for up to {lsd_cfg.trainer.max_time_minutes} min")
     run = train(lsd_cfg, out / "lsd", overwrite=True)
 
-    test = build_dataset(lsd_cfg.data, "test")  # the store's last val_size scenes: neither trained nor validated on
-    model = run.module.model.float()
-    best = out / "lsd" / "checkpoints" / BEST_CHECKPOINT
-    if best.is_file():  # the weights with the best validation FG-ARI
-        model, _ = load_trained(best)
-        save_trained(model, lsd_cfg, run.model_dir)
-    metrics = evaluate_lsd(model, test, seed=seed)
+    model = _best_weights(run, lsd_cfg)
+    metrics.update(evaluate_lsd(model, test, seed=seed))
     autoencoder = model.image_autoencoder.float()
     metrics["autoencoder"] = evaluate_autoencoder(autoencoder, test)
     metrics.update(
         steps=run.trainer.global_step,
         lsd_train_seconds=round(run.seconds, 1),
         autoencoder_train_seconds=round(ae_run.seconds, 1),
+        slot_attention_train_seconds=metrics["slot_attention"]["train_seconds"] if warm_start else 0.0,
         seconds=round(time.monotonic() - start, 1),
         model=str(run.model_dir),
         autoencoder_model=str(ae_run.model_dir),
-        selection="checkpoint with the best validation FG-ARI" if best.is_file() else "final weights",
+        warm_start=str(sa_run.model_dir) if warm_start else None,
+        selection="checkpoint with the best validation FG-ARI" if _best(run).is_file() else "final weights",
         test=f"the last {len(test)} scenes of the store, used neither for training nor for validation",
     )
     draw_lsd_grid(model, test, out / "reconstructions.png", 8, seed)
@@ -138,3 +161,16 @@ def lsd_demo(
     report(json.dumps(metrics, indent=2))
     report(json.dumps({k: metrics[k] for k in ("fg_ari", "mbo_objects", "miou_objects", "seconds")}))
     return metrics
+
+
+def _best(run) -> Path:
+    return run.model_dir.parent / "checkpoints" / BEST_CHECKPOINT
+
+
+def _best_weights(run, config):
+    """The run's weights with the best validation FG-ARI (exported into its model folder), else its final ones."""
+    if not _best(run).is_file():
+        return run.module.model.float()
+    model, _ = load_trained(_best(run))
+    save_trained(model, config, run.model_dir)
+    return model
