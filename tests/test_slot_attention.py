@@ -292,7 +292,7 @@ def test_matches_hand_written_official_algorithm():
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("on", ["slots", "first_attention", "both"])
 def test_gradients_match_the_hand_written_algorithm(fused, on):
-    """The inputs' gradient summed over the iterations in one matmul (fused) or per iteration: both equal autograd
+    """The inputs' gradient of all iterations in one matmul (fused) or summed per iteration: both equal autograd
     through the hand-written algorithm, whatever the loss reads (the last slots, only the first attention, both),
     and a second backward pass over a kept graph gives the same again."""
     sa = make()
@@ -325,6 +325,25 @@ def test_gradients_match_the_hand_written_algorithm(fused, on):
             continue
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-4)
         torch.testing.assert_close(g2, w, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("implicit", "bf16"), [(True, False), (False, True), (True, True)])
+def test_fused_input_gradient_equals_the_per_iteration_one(implicit, bf16):
+    """With implicit differentiation (only the last iteration reads the inputs with a graph) and under bf16
+    autocast, the fused gradient equals the per-iteration one (bf16: within its rounding)."""
+    sa = make(implicit_grad=implicit)
+    got = {}
+    for fused in (True, False):
+        sa.fused_input_gradient = fused
+        sa.zero_grad(set_to_none=True)
+        x = inputs(requires_grad=True)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            out = sa(x, generator=gen())
+        (out.slots.float().square().sum() + out.attn.float()[:, -1, :, 0].sum()).backward()
+        got[fused] = [x.grad, *(p.grad for p in sa.parameters())]
+    tol = {"atol": 2e-2, "rtol": 2e-2} if bf16 else {"atol": 1e-6, "rtol": 1e-5}
+    for a, b in zip(got[True], got[False], strict=True):
+        torch.testing.assert_close(a, b, **tol)
 
 
 def test_gaussian_initial_slots_are_mu_plus_sigma_noise():

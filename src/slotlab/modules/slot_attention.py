@@ -37,52 +37,54 @@ class SlotMLP(nn.Sequential):
         super().__init__(nn.Linear(dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim or dim))
 
 
-class _InputGradient:
+class _Fan(torch.autograd.Function):
     """The inputs' gradient of all iterations in one batched matmul, instead of two skinny matmuls per iteration and
     a running sum of [B, N, D] gradients (the largest cost of the backward pass, in bf16 most of all).
 
     Each iteration reads the inputs x [B, N, D_in] twice, as ``logits = qk @ x^T`` and ``pooled = weights @ x``, so
-    ``dx = sum_t dlogits_t^T @ qk_t + weights_t^T @ dpooled_t``: stacking the T iterations' [B, K, N] and [B, K, D_in]
-    factors along K makes that one [B, N, 2TK] @ [B, 2TK, D_in] matmul. The iterations use x detached; hooks collect
-    the factors as the backward pass reaches them, and :class:`Attach`, an identity on the initial slots (which
-    every iteration depends on, so its backward runs after theirs), returns x's gradient."""
+    ``dx = sum_t dlogits_t^T @ qk_t + weights_t^T @ dpooled_t``: stacking the iterations' [B, K, N] and [B, K, D_in]
+    factors along K makes that one [B, N, 2TK] @ [B, 2TK, D_in] matmul. ``_Fan(x)`` hands out a pair of placeholder
+    tensors per read; each read (:class:`_Read`) uses x detached and returns its two factors as the gradients of its
+    pair; autograd runs ``_Fan``'s backward once all reads have, with every factor, and it returns dx."""
 
-    def __init__(self):
-        self.left: list[Tensor] = []  # [B, K, N] factors
-        self.right: list[Tensor] = []  # [B, K, D_in] factors
+    @staticmethod
+    def forward(ctx, x: Tensor, dtype: torch.dtype, num_slots: int, reads: int) -> tuple[Tensor, ...]:  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        ctx.x_dtype = x.dtype
+        b, n, d = x.shape
+        shapes = [(b, num_slots, n), (b, num_slots, d)] * reads  # a distinct (never read) tensor per output
+        return tuple(x.new_empty(shape, dtype=dtype) for shape in shapes)
 
-    def record(self, out: Tensor, factor: Tensor, transpose: bool) -> None:
-        """``out`` = ``factor @ x^T`` (transpose) or ``out`` = ``factor @ x``: note the pair when out's gradient
-        arrives."""
-        factor = factor.detach()
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
+        pairs = [(left, right) for left, right in zip(grads[0::2], grads[1::2], strict=True) if left is not None]
+        if not pairs:
+            return None, None, None, None
+        left = torch.cat([left for left, _ in pairs], dim=1)  # [B, M, N]
+        right = torch.cat([right.to(left.dtype) for _, right in pairs], dim=1)  # [B, M, D_in]
+        return torch.bmm(left.transpose(1, 2), right).to(ctx.x_dtype), None, None, None
 
-        def hook(grad: Tensor) -> None:
-            self.left.append(grad if transpose else factor)
-            self.right.append(factor if transpose else grad)
 
-        out.register_hook(hook)
+class _Read(torch.autograd.Function):
+    """``factor @ x_t`` ([B, K, D_in] @ [B, D_in, N], the logits) or ``factor @ x`` ([B, K, N] @ [B, N, D_in], the
+    pooled inputs) with x constant here: the factor's gradient as usual, and x's two factors (left [B, K, N], right
+    [B, K, D_in]) as the gradients of the placeholder pair from :class:`_Fan`."""
 
-    def gradient(self, like: Tensor) -> Tensor | None:
-        """dx [B, N, D_in] in ``like``'s dtype (None if no iteration's output got a gradient); forgets the factors."""
-        if not self.left:
-            return None
-        dtype = self.right[0].dtype
-        left = torch.cat([t.to(dtype) for t in self.left], dim=1)  # [B, M, N]
-        right = torch.cat([t.to(dtype) for t in self.right], dim=1)  # [B, M, D_in]
-        self.left, self.right = [], []
-        return torch.bmm(left.transpose(1, 2), right).to(like.dtype)
+    @staticmethod
+    def forward(ctx, factor: Tensor, x: Tensor, left: Tensor, right: Tensor, logits: bool) -> Tensor:  # type: ignore[override]
+        factor = factor.to(x.dtype)
+        ctx.save_for_backward(factor, x)
+        ctx.logits = logits
+        return torch.bmm(factor, x)
 
-    class Attach(torch.autograd.Function):
-        """slots -> slots, with x as a second input whose gradient the sink computes."""
-
-        @staticmethod
-        def forward(ctx, slots: Tensor, x: Tensor, sink: _InputGradient) -> Tensor:  # type: ignore[override]
-            ctx.sink, ctx.x_meta = sink, x.new_empty(0)
-            return slots.view_as(slots)
-
-        @staticmethod
-        def backward(ctx, grad_slots: Tensor) -> tuple[Tensor, Tensor | None, None]:  # type: ignore[override]
-            return grad_slots, ctx.sink.gradient(ctx.x_meta), None
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, Tensor, Tensor, None]:  # type: ignore[override]
+        factor, x = ctx.saved_tensors
+        grad = grad.to(x.dtype)
+        d_factor = torch.bmm(grad, x.transpose(1, 2))
+        if ctx.logits:  # logits = qk @ x_t: dx = grad^T @ qk
+            return d_factor, None, grad, factor, None
+        return d_factor, None, factor, grad, None  # pooled = weights @ x: dx = weights^T @ grad
 
 
 class SlotAttention(nn.Module):
@@ -104,7 +106,7 @@ class SlotAttention(nn.Module):
             attend separately (the slots compete in each head); 1 (the paper) is single-head.
     """
 
-    fused_input_gradient = True  # the inputs' gradient of all iterations in one matmul (:class:`_InputGradient`)
+    fused_input_gradient = True  # the inputs' gradient of all iterations in one matmul (:class:`_Fan`)
 
     def __init__(
         self,
@@ -163,7 +165,9 @@ class SlotAttention(nn.Module):
         )
         return self.mu + self.log_sigma.exp() * noise
 
-    def step(self, slots: Tensor, x: Tensor, x_t: Tensor, sink: _InputGradient | None = None) -> tuple[Tensor, Tensor]:
+    def step(
+        self, slots: Tensor, x: Tensor, x_t: Tensor, fan: tuple[Tensor, ...] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """One iteration. slots [B, K, D], the normalised inputs x [B, N, D_in] and x_t = x [B, D_in, N] ->
         (new slots [B, K, D], attn [B, K, N]).
 
@@ -176,16 +180,13 @@ class SlotAttention(nn.Module):
         along dim 1 (contiguous runs of N), and the weighted mean over the inputs is the next matmul; the
         public [B, N, K] attention is a transposed view of it (see :meth:`forward`).
 
-        With a ``sink`` the inputs are constants here (detached) and the sink gives them their gradient later."""
+        ``fan``: this iteration's two placeholder pairs from :class:`_Fan` (x is then constant here)."""
         q = self.to_q(self.norm_slots(slots)) * self.scale  # [B, K, D]
         qk = q @ self.to_k.weight  # [B, K, D_in]
-        logits = torch.bmm(qk, x_t)  # [B, K, N]
+        logits = _Read.apply(qk, x_t, fan[0], fan[1], True) if fan else torch.bmm(qk, x_t)  # [B, K, N]
         attn = logits.softmax(dim=1)  # slots compete for each input
         weights = self.mean_weights(attn, dim=2)  # [B, K, N]
-        pooled = torch.bmm(weights, x)  # [B, K, D_in]
-        if sink is not None:
-            sink.record(logits, qk, transpose=True)
-            sink.record(pooled, weights, transpose=False)
+        pooled = _Read.apply(weights, x, fan[2], fan[3], False) if fan else torch.bmm(weights, x)  # [B, K, D_in]
         return self.update(slots, F.linear(pooled, self.to_v.weight)), attn
 
     def _multi_head_step(self, slots: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -222,19 +223,6 @@ class SlotAttention(nn.Module):
             raise ValueError("num_iterations must be >= 1")
         return num_slots, num_iterations
 
-    def _fuse_input_gradient(self, x: Tensor, num_iterations: int) -> bool:
-        """Whether to sum the inputs' gradient over the iterations in one matmul: when it has several terms (no
-        implicit gradient, more than one iteration), and not while compiling (hooks break a compiled graph, and
-        the compiler fuses the sums itself)."""
-        return (
-            self.fused_input_gradient
-            and x.requires_grad
-            and torch.is_grad_enabled()
-            and not self.implicit_grad
-            and num_iterations > 1
-            and not torch.compiler.is_compiling()
-        )
-
     def update(self, slots: Tensor, updates: Tensor) -> Tensor:
         """GRU and residual MLP: slots [B, K, D], updates [B, K, D] -> new slots [B, K, D]."""
         b, n_slots, d = slots.shape
@@ -264,11 +252,13 @@ class SlotAttention(nn.Module):
             x_in = x
             if torch.is_autocast_enabled(x.device.type):  # cast once, not in every iteration's matmuls
                 x = x.to(torch.get_autocast_dtype(x.device.type))
-            sink = _InputGradient() if self._fuse_input_gradient(x, num_iterations) else None
-            if sink is not None:
+            fans: list[tuple[Tensor, ...] | None] = [None] * num_iterations
+            if self.fused_input_gradient and x.requires_grad and torch.is_grad_enabled():
+                with_grad = 1 if self.implicit_grad else num_iterations  # the iterations that build a graph
+                pairs = _Fan.apply(x_in, x.dtype, num_slots, 2 * with_grad)
+                fans[num_iterations - with_grad :] = [pairs[4 * i : 4 * i + 4] for i in range(with_grad)]
                 x = x.detach()
-                slots = _InputGradient.Attach.apply(slots, x_in, sink)
-            args = (x, x.transpose(1, 2).contiguous(), sink)
+            args = (x, x.transpose(1, 2).contiguous())
             step = self.step
         attns = []
         for it in range(num_iterations):
@@ -279,7 +269,7 @@ class SlotAttention(nn.Module):
             with torch.set_grad_enabled(
                 torch.is_grad_enabled() and not (self.implicit_grad and it < num_iterations - 1)
             ):
-                slots, attn = step(slots, *args)
+                slots, attn = step(slots, *args, fans[it]) if step == self.step else step(slots, *args)
             attns.append(attn)
         # [B, T, K, N] as computed, seen as [B, T, N, K] (a view: no copy)
         return SlotAttentionOutput(slots=slots, attn=torch.stack(attns, dim=1).transpose(2, 3), init_slots=init_slots)
