@@ -57,7 +57,11 @@ class _Fan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads: Tensor | None) -> tuple[Tensor | None, None, None, None]:  # type: ignore[override]
-        pairs = [(left, right) for left, right in zip(grads[0::2], grads[1::2], strict=True) if left is not None]
+        pairs = [
+            (left, right)
+            for left, right in zip(grads[0::2], grads[1::2], strict=True)
+            if left is not None and right is not None
+        ]
         if not pairs:
             return None, None, None, None
         left = torch.cat([left for left, _ in pairs], dim=1)  # [B, M, N]
@@ -246,7 +250,7 @@ class SlotAttention(nn.Module):
         x = self.norm_inputs(inputs)
         step: Callable[..., tuple[Tensor, Tensor]]
         if self.num_heads > 1:
-            args: tuple = (self.to_k(x), self.to_v(x))
+            args: list[tuple] = [(self.to_k(x), self.to_v(x))] * num_iterations
             step = self._multi_head_step
         else:
             x_in = x
@@ -258,7 +262,8 @@ class SlotAttention(nn.Module):
                 pairs = _Fan.apply(x_in, x.dtype, num_slots, 2 * with_grad)
                 fans[num_iterations - with_grad :] = [pairs[4 * i : 4 * i + 4] for i in range(with_grad)]
                 x = x.detach()
-            args = (x, x.transpose(1, 2).contiguous())
+            x_t = x.transpose(1, 2).contiguous()
+            args = [(x, x_t, fan) for fan in fans]
             step = self.step
         attns = []
         for it in range(num_iterations):
@@ -269,7 +274,7 @@ class SlotAttention(nn.Module):
             with torch.set_grad_enabled(
                 torch.is_grad_enabled() and not (self.implicit_grad and it < num_iterations - 1)
             ):
-                slots, attn = step(slots, *args, fans[it]) if step == self.step else step(slots, *args)
+                slots, attn = step(slots, *args[it])
             attns.append(attn)
         # [B, T, K, N] as computed, seen as [B, T, N, K] (a view: no copy)
         return SlotAttentionOutput(slots=slots, attn=torch.stack(attns, dim=1).transpose(2, 3), init_slots=init_slots)
