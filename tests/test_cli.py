@@ -369,3 +369,10 @@ def test_plot_curves_and_tables(tmp_path, capsys):
 def test_demo_stage_options_that_do_not_fit_are_one_line(tmp_path, capsys, args, says):
     assert says in run_error(["demo", "--out", tmp_path / "demo", *args], capsys)
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_model_config_its_modules_refuse_is_one_line_and_leaves_no_run(tmp_path, capsys):
+    line = run_error(["train", "tetrominoes_demo", "--out", tmp_path / "run", "--no-progress",
+                      "data.train_size=8", "data.val_size=4", "model.encoder_channels=[8,8]"], capsys)
+    assert "model: 2 conv channels but" in line
+    assert not (tmp_path / "run").exists()

@@ -96,7 +96,12 @@ class ModelKind:
         return self
 
     def build_model(self, model_config: Any):
-        return self.model(model_config)
+        """A new model of this kind; a config its modules refuse (e.g. 2 conv channels but 3 strides) is a one-line
+        :class:`ConfigError`."""
+        try:
+            return self.model(model_config)
+        except ValueError as e:
+            raise ConfigError(f"model: {e}") from None
 
     def build_module(self, config) -> SlotModule:
         """The Lightning module for the experiment ``config`` (whose ``task`` is this kind), with a new model."""
