@@ -376,3 +376,13 @@ def test_a_model_config_its_modules_refuse_is_one_line_and_leaves_no_run(tmp_pat
                       "data.train_size=8", "data.val_size=4", "model.encoder_channels=[8,8]"], capsys)
     assert "model: 2 conv channels but" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_object_discovery_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "data.train_size=64", "optim.max_steps=20", "trainer.val_every_n_steps=10",
+                 "trainer.checkpoint_every_n_steps=10", "trainer.num_threads=1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["num_images"] == 320 and metrics["steps"] == 20 and metrics["step"] in (10, 20)
+    assert 0 <= metrics["fg_ari"] <= 1 and (out / "grid.png").is_file() and (out / "model" / "config.json").is_file()
+    assert "FG-ARI" in capsys.readouterr().out

@@ -55,12 +55,8 @@ def object_discovery_demo(
     result = train(config, out, overwrite=True)  # a demo run again into the same folder starts over
     test = build_dataset(config.data, "test")  # 320 scenes from a seed used by neither training nor validation
     final = evaluate_object_discovery(result.module.model.float(), test, seed=seed)
-    best_path = out / "checkpoints" / BEST_CHECKPOINT
-    model, best_step = result.module.model, result.trainer.global_step
-    if best_path.is_file():  # the weights with the best validation FG-ARI (early stopping on the validation split)
-        model, _ = load_trained(best_path)
-        best_step = checkpoint_step(best_path)
-        save_trained(model, config, result.model_dir)
+    model = _best_weights(result, config)  # early stopping on the validation split
+    best_step = checkpoint_step(_best(result)) if _best(result).is_file() else result.trainer.global_step
     metrics = evaluate_object_discovery(model, test, seed=seed)
     metrics.update(
         step=best_step,
