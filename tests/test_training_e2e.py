@@ -165,3 +165,25 @@ def test_warm_start_copies_the_named_parts_and_refuses_what_does_not_fit(tmp_pat
         train(load_config("tetrominoes_demo", [*tiny, f"trainer.init_from={source}", "trainer.init_parts=[nothing]"]),
               tmp_path / "d", progress=False)
     assert not (tmp_path / "c").exists() and not (tmp_path / "d").exists()  # refused before the folder is touched
+
+
+def test_part_learning_rates_scale_freeze_and_are_checked(tmp_path):
+    from slotlab.errors import ConfigError
+    from slotlab.kinds import kind
+
+    config = load_config("tetrominoes_demo", ["optim.part_lr={encoder: 0.1, slot_attention: 0}"])
+    module = kind(config.task).build_module(config)
+    optimizer = module.configure_optimizers()["optimizer"]
+    lrs = {g.get("part", "rest"): g["initial_lr"] for g in optimizer.param_groups}  # before the warm-up's factor
+    assert lrs == pytest.approx({"rest": 1e-3, "encoder": 1e-4})  # the frozen part is not optimised at all
+    assert not any(p.requires_grad for p in module.model.slot_attention.parameters())
+    encoder = {id(p) for p in module.model.encoder.parameters()}
+    rest = next(g for g in optimizer.param_groups if "part" not in g)["params"]
+    assert rest and not any(id(p) in encoder for p in rest)
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == sum(
+        p.requires_grad for p in module.model.parameters()
+    )
+    with pytest.raises(ConfigError, match="optim.part_lr.encoder"):
+        load_config("tetrominoes_demo", ["optim.part_lr={encoder: -1}"])
+    with pytest.raises(ConfigError, match="not a part of this model"):
+        kind(config.task).build_module(load_config("tetrominoes_demo", ["optim.part_lr={nothing: 0.5}"]))

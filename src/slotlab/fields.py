@@ -153,7 +153,13 @@ def _check_one(typ: Any, value: Any, where: str) -> Any:
     if origin is dict or typ is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} = {value!r} is not a mapping")
-        return dict(value)
+        if not get_args(typ):
+            return dict(value)
+        key_type, value_type = get_args(typ)
+        return {
+            check_value(key_type, k, f"{where} key"): check_value(value_type, v, f"{where}.{k}")
+            for k, v in value.items()
+        }
     if dataclasses.is_dataclass(typ) and isinstance(typ, type):
         return build(typ, value, where)
     raise ConfigError(f"{where}: unsupported setting type {typ!r}")  # a programming error, said plainly

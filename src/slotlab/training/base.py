@@ -21,6 +21,24 @@ if TYPE_CHECKING:
     from slotlab.config import ExperimentConfig
 
 
+def parameter_groups(model: nn.Module, lr: float, part_lr: dict[str, float]) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one per top-level part named in ``part_lr`` (its rate ``lr`` times the
+    multiplier; 0: the part is frozen and left out), one for the rest at ``lr``. Only trainable parameters; a part
+    the model lacks, or a multiplier that is not a number >= 0, is a one-line :class:`ConfigError`."""
+    parts = dict(model.named_children())
+    for name in part_lr:
+        if name not in parts:
+            raise ConfigError(f"optim.part_lr names {name!r}, not a part of this model ({', '.join(parts)})")
+    groups = [
+        {"params": [p for p in parts[name].parameters() if p.requires_grad], "lr": lr * scale, "part": name}
+        for name, scale in part_lr.items()
+        if scale > 0
+    ]
+    named = {id(p) for name in part_lr for p in parts[name].parameters()}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in named]
+    return [g for g in [{"params": rest, "lr": lr}, *groups] if g["params"]]
+
+
 class SlotModule(L.LightningModule):
     """Trains ``model`` as ``config`` says. Subclasses define :meth:`training_step`; validation runs the evaluator
     on every batch and logs its metrics (``val/...``) at the end of the epoch."""
@@ -47,6 +65,10 @@ class SlotModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
         self.model = model
+        parameter_groups(model, config.optim.lr, config.optim.part_lr)  # a part the model lacks: one line, now
+        for name, scale in config.optim.part_lr.items():
+            if scale == 0:  # frozen: no gradients computed for it
+                model.get_submodule(name).requires_grad_(False)
         self.evaluator, self.monitor = evaluator, monitor  # monitor: the metric shown in the progress bar
         self.val_metrics = evaluator.metrics()
         self.last_validation: dict[str, float] = {}  # what the last validation computed, unrounded
@@ -91,9 +113,8 @@ class SlotModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.config.optim
-        params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.optimizer]
-        optimizer = optimizer_class(params, lr=o.lr, weight_decay=o.weight_decay)
+        optimizer = optimizer_class(parameter_groups(self.model, o.lr, o.part_lr), lr=o.lr, weight_decay=o.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: warmup_exponential_decay(step, o.warmup_steps, o.decay_rate, o.decay_steps)
         )

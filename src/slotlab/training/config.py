@@ -24,6 +24,9 @@ class OptimConfig:
     grad_clip: PositiveFloat | None = None  # max gradient norm; None = no clipping (paper)
     optimizer: Optimizer = "adam"
     weight_decay: NonNegativeFloat = 0.0  # AdamW's decoupled weight decay (LSD: 0.01)
+    # learning-rate multipliers for top-level parts of the model, e.g. {encoder: 0.1, slot_attention: 0.1} for a
+    # warm-started encoder under a new decoder; 0 freezes a part; parts not named keep the full rate
+    part_lr: dict[str, NonNegativeFloat] = field(default_factory=dict)
 
 
 @dataclass
