@@ -245,3 +245,59 @@ def test_register_slots_join_the_condition_and_stay_without_the_slots(tmp_path):
     enc = model.encode(images, generator=torch.Generator().manual_seed(0))
     assert enc.attn.shape[-1] == config.num_slots  # registers are not slots: no attention, no mask
     assert LatentSlotDiffusion(tiny_config()).registers is None  # off by default (the paper presets)
+
+
+def test_slot_reliance_is_zero_for_a_decoder_that_cannot_see_the_slots_and_is_validated():
+    torch.manual_seed(0)
+    model = LatentSlotDiffusion(tiny_config()).eval()
+    latents, slots = torch.randn(4, 4, 8, 8), torch.randn(4, 3, 16)
+    reliance = model.slot_reliance(latents, slots, torch.Generator().manual_seed(0))
+    assert reliance.ndim == 0 and reliance.abs() > 0  # other images' slots change the prediction
+    again = model.slot_reliance(latents, slots, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(again, reliance)  # the noise and timesteps come from the generator
+    for p in model.to_condition.parameters():
+        torch.nn.init.zeros_(p)  # every image's condition is the same: nothing of the slots reaches the decoder
+    assert model.slot_reliance(latents, slots, torch.Generator().manual_seed(0)).abs() < 1e-6
+
+    from slotlab.evaluation import LatentSlotDiffusionEvaluator
+
+    evaluator = LatentSlotDiffusionEvaluator()
+    metrics = evaluator.metrics()
+    batch = {"image": torch.rand(4, 3, 16, 16) * 2 - 1, "latents": latents,
+             "labels": torch.randint(0, 3, (4, 16, 16), dtype=torch.uint8)}
+    evaluator.update(model, batch, metrics, torch.Generator().manual_seed(0))
+    assert abs(metrics.compute()["slot_reliance"]) < 1e-6
+    metrics = evaluator.metrics()  # without latents (slotlab eval on a test split): no diffusion loss to compare
+    evaluator.update(model, {k: v for k, v in batch.items() if k != "latents"}, metrics, torch.Generator())
+    assert "slot_reliance" not in metrics.compute() and "fg_ari" in metrics.compute()
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample"])
+def test_prediction_types_train_on_their_target_and_sample_back_the_latents(prediction):
+    torch.manual_seed(0)
+    model = LatentSlotDiffusion(tiny_config(prediction_type=prediction)).eval()
+    assert model.noise_scheduler.config.prediction_type == prediction
+    assert model.sampler("dpm").config.prediction_type == prediction  # the samplers read the model's predictions so
+    images, latents = torch.rand(3, 3, 16, 16) * 2 - 1, torch.randn(3, 4, 8, 8)
+    # the loss is the MSE to the target of this parameterisation, with the noise and t the generator gives
+    out = model(images, latents, generator=torch.Generator().manual_seed(5))
+    g = torch.Generator().manual_seed(5)
+    model.encode(images, generator=g)  # the slots draw first
+    noise = torch.randn(latents.shape, generator=g)
+    t = torch.randint(0, 1000, (3,), generator=g)
+    a = model.noise_scheduler.alphas_cumprod[t].reshape(3, 1, 1, 1)
+    target = {"epsilon": noise, "sample": latents, "v_prediction": a.sqrt() * noise - (1 - a).sqrt() * latents}
+    torch.testing.assert_close(out.loss, ((out.noise_pred - target[prediction]) ** 2).mean())
+
+    class Oracle(torch.nn.Module):  # knows the clean latents: predicts exactly what this parameterisation asks
+        def forward(self, noisy, t, cond):
+            a = model.noise_scheduler.alphas_cumprod[t.long()].reshape(-1, 1, 1, 1)
+            eps = (noisy - a.sqrt() * latents) / (1 - a).sqrt()
+            return {"epsilon": eps, "sample": latents, "v_prediction": a.sqrt() * eps - (1 - a).sqrt() * latents}[
+                prediction
+            ]
+
+    model.decoder = Oracle()
+    for sampler in ("ddim", "dpm"):
+        drawn = model.generate(out.slots, steps=10, sampler=sampler, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(drawn, latents, atol=1e-3, rtol=1e-3)

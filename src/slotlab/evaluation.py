@@ -162,7 +162,9 @@ class LatentSlotDiffusionEvaluator(Evaluator):
     """Latent Slot Diffusion: the segmentation from the last iteration's attention (upsampled, argmax): ``fg_ari``
     (mean over images), ``mbo_objects``/``miou_objects`` (mean over all objects, the LSD paper's convention),
     ``mbo_images``/``miou_images`` and the binding diagnostics; the collapse diagnostics ``attention_peak`` and
-    ``slot_similarity``; with ``latents`` in the batch (validation) also the diffusion ``loss``."""
+    ``slot_similarity``; with ``latents`` in the batch (validation) also the diffusion ``loss`` and ``slot_reliance``
+    (how much that loss rises when each image is given another image's slots:
+    :meth:`~slotlab.models.lsd.LatentSlotDiffusion.slot_reliance`)."""
 
     requires = scored_by = "labels"
     notes = {"fg_ari_averaged_over": "images"}
@@ -170,7 +172,9 @@ class LatentSlotDiffusionEvaluator(Evaluator):
 
     def metrics(self, matching: str | None = None) -> MetricSet:
         segmentation = SegmentationMetric(matching=matching or self.matching)
-        return MetricSet({"loss": MeanMetric(), "segmentation": segmentation, **collapse_metrics()})
+        return MetricSet(
+            {"loss": MeanMetric(), "slot_reliance": MeanMetric(), "segmentation": segmentation, **collapse_metrics()}
+        )
 
     def update(self, model, batch, metrics, generator, num_iterations=None, num_slots=None):
         images, loss = batch["image"], None
@@ -178,6 +182,9 @@ class LatentSlotDiffusionEvaluator(Evaluator):
             out = model(images, batch["latents"].float(), generator, num_iterations, num_slots)
             attn, slots, loss = out.attn, out.slots, out.loss
             metrics["loss"].update(loss, weight=len(images))
+            if len(images) > 1:
+                reliance = model.slot_reliance(batch["latents"].float(), slots, generator)
+                metrics["slot_reliance"].update(reliance, weight=len(images))
         else:
             encoded = model.encode(images, num_slots, num_iterations, generator)
             attn, slots = encoded.attn, encoded.slots

@@ -71,6 +71,9 @@ class LatentSlotDiffusionConfig:
     beta_start: PositiveFloat = 0.00085
     beta_end: PositiveFloat = 0.012
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    # what the decoder predicts: the noise ("epsilon", the paper), the velocity ("v_prediction") or the clean latents
+    # ("sample"); the decoder must then read the slots most at high noise, where the noisy latents tell it least
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
     cond_dropout: Fraction = 0.0  # probability of dropping an image's slots in training (classifier-free guidance)
     # learned condition tokens beside the slots ("register" or "sink" slots, CODA): the decoder can draw from them what
     # no object owns (the ground), so the object slots need not hold it; they are not slots of Slot Attention and get
@@ -91,10 +94,10 @@ class LatentSlotDiffusionConfig:
 
 @dataclass
 class LatentSlotDiffusionOutput:
-    loss: Tensor | None  # epsilon MSE
+    loss: Tensor | None  # the MSE of the decoder's prediction (config.prediction_type)
     slots: Tensor  # [B, K, D]
     attn: Tensor  # [B, T, N, K] Slot Attention's attention per iteration
-    noise_pred: Tensor | None = None  # [B, C, h, w]
+    noise_pred: Tensor | None = None  # [B, C, h, w] the decoder's prediction: noise, velocity or latents
 
 
 class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
@@ -156,7 +159,7 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
             beta_start=c.beta_start,
             beta_end=c.beta_end,
             beta_schedule=c.beta_schedule,
-            prediction_type="epsilon",
+            prediction_type=c.prediction_type,
             clip_sample=False,
         )  # latents are not in [-1, 1]
 
@@ -196,7 +199,8 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
         num_iterations: int | None = None,
         num_slots: int | None = None,
     ) -> LatentSlotDiffusionOutput:
-        """One training step's loss: noise the latents at a random t, predict the noise from the slots."""
+        """One training step's loss: noise the latents at a random t, predict the noise (or the velocity, or the
+        latents: ``config.prediction_type``) from the slots."""
         enc = self.encode(images, num_slots, num_iterations, generator)
         keep = None
         if self.training and self.config.cond_dropout > 0:
@@ -209,8 +213,31 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
         )
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         pred = self.decoder(noisy, t, cond)
-        loss = F.mse_loss(pred.float(), noise.float())
+        loss = F.mse_loss(pred.float(), self.target(latents, noise, t).float())
         return LatentSlotDiffusionOutput(loss, enc.slots, enc.attn, pred)
+
+    @torch.no_grad()
+    def slot_reliance(self, latents: Tensor, slots: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """How much the decoder leans on the slots: the epsilon loss when every image of the batch is given the next
+        image's slots, relative to the loss with its own (same noise and timesteps), minus 1. Near 0 when the
+        decoder draws without reading the slots; the paper's binding needs it well above. latents [B, C, h, w],
+        slots [B, K, D] (B >= 2) -> a scalar."""
+        b = latents.shape[0]
+        noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype, generator=generator)
+        t = torch.randint(0, self.config.num_train_timesteps, (b,), device=latents.device, generator=generator)
+        noisy = self.noise_scheduler.add_noise(latents, noise, t)
+        cond = torch.cat([self.condition(slots), self.condition(slots.roll(1, dims=0))])
+        pred = self.decoder(noisy.repeat(2, 1, 1, 1), t.repeat(2), cond).float()
+        target = self.target(latents, noise, t).float().repeat(2, 1, 1, 1)
+        own, other = ((pred - target) ** 2).mean(dim=(1, 2, 3)).chunk(2)
+        return other.mean() / own.mean() - 1
+
+    def target(self, latents: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """What the decoder learns to predict from the latents noised with ``noise`` at ``t``."""
+        kind = self.config.prediction_type
+        if kind == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, t)
+        return latents if kind == "sample" else noise
 
     def sampler(self, kind: str = "dpm"):
         """A diffusers scheduler for sampling with the training noise schedule: "dpm" (DPM-Solver++) or "ddim"."""
@@ -237,7 +264,7 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
         every step).
 
         ``guidance`` > 1 mixes in the unconditional prediction (zero condition, as in training with
-        ``cond_dropout``): ``eps = eps_u + guidance * (eps_c - eps_u)``.
+        ``cond_dropout``): ``pred = pred_u + guidance * (pred_c - pred_u)`` (noise, velocity or latents, as trained).
 
         ``known`` latents [B, C, h, w] with ``keep`` [B, 1, h, w] in [0, 1] (1 = keep): blended sampling, as in
         diffusers' inpainting with a plain UNet (Avrahami et al. 2023, Blended Latent Diffusion). After every
@@ -270,13 +297,13 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
             inp = scheduler.scale_model_input(x, t)
             ts = t.expand(x.shape[0]).to(slots.device)
             if uncond is not None:
-                eps_c, eps_u = self.decoder(
+                pred_c, pred_u = self.decoder(
                     torch.cat([inp, inp]), torch.cat([ts, ts]), torch.cat([cond, uncond])
                 ).chunk(2)
-                eps = eps_u + guidance * (eps_c - eps_u)
+                pred = pred_u + guidance * (pred_c - pred_u)
             else:
-                eps = self.decoder(inp, ts, cond)
-            x = scheduler.step(eps, t, x).prev_sample
+                pred = self.decoder(inp, ts, cond)
+            x = scheduler.step(pred, t, x).prev_sample
             if known is not None and keep is not None:
                 last = step == len(timesteps) - 1
                 target = known if last else scheduler.add_noise(known, noise, timesteps[step + 1 : step + 2])
