@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,15 +26,16 @@ import yaml
 
 
 def load_sweep(path: Path) -> tuple[dict[str, tuple[str, list[str]]], list[str]]:
-    """{name: (preset, overrides)} and the common overrides, from a sweep file."""
+    """{name: (preset, overrides)} and the common overrides, from a sweep file (overrides split as a shell would:
+    quote one that holds spaces)."""
     spec = yaml.safe_load(path.read_text())
-    default, common = spec.pop("preset"), str(spec.pop("common", "")).split()
+    default, common = spec.pop("preset"), shlex.split(str(spec.pop("common", "")))
     variants = {}
     for name, v in spec.pop("variants").items():
         if isinstance(v, dict):
-            variants[name] = (v.get("preset", default), str(v.get("overrides") or "").split())
+            variants[name] = (v.get("preset", default), shlex.split(str(v.get("overrides") or "")))
         else:
-            variants[name] = (default, str(v or "").split())
+            variants[name] = (default, shlex.split(str(v or "")))
     if spec:
         raise SystemExit(f"{path}: unknown keys {sorted(spec)} (use preset, common, variants)")
     return variants, common
