@@ -278,6 +278,8 @@ def test_prediction_types_train_on_their_target_and_sample_back_the_latents(pred
     model = LatentSlotDiffusion(tiny_config(prediction_type=prediction)).eval()
     assert model.noise_scheduler.config.prediction_type == prediction
     assert model.sampler("dpm").config.prediction_type == prediction  # the samplers read the model's predictions so
+    for paper in ("lsd_movi_e", "lsd_clevrtex", "lsd_ffhq"):
+        assert load_config(paper).model.prediction_type == "epsilon"  # the paper's; the CPU demo predicts latents
     images, latents = torch.rand(3, 3, 16, 16) * 2 - 1, torch.randn(3, 4, 8, 8)
     # the loss is the MSE to the target of this parameterisation, with the noise and t the generator gives
     out = model(images, latents, generator=torch.Generator().manual_seed(5))
