@@ -72,7 +72,7 @@ class LatentSlotDiffusionConfig:
     beta_end: PositiveFloat = 0.012
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
     # what the decoder predicts: the noise ("epsilon", the paper), the velocity ("v_prediction") or the clean latents
-    # ("sample"); the decoder must then read the slots most at high noise, where the noisy latents tell it least
+    # ("sample"); predicting the latents, it must read the slots wherever the noise hides the scene
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
     cond_dropout: Fraction = 0.0  # probability of dropping an image's slots in training (classifier-free guidance)
     # learned condition tokens beside the slots ("register" or "sink" slots, CODA): the decoder can draw from them what
@@ -218,10 +218,10 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
 
     @torch.no_grad()
     def slot_reliance(self, latents: Tensor, slots: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """How much the decoder leans on the slots: the epsilon loss when every image of the batch is given the next
-        image's slots, relative to the loss with its own (same noise and timesteps), minus 1. Near 0 when the
-        decoder draws without reading the slots; the paper's binding needs it well above. latents [B, C, h, w],
-        slots [B, K, D] (B >= 2) -> a scalar."""
+        """How much the decoder leans on the slots: the diffusion loss (on ``config.prediction_type``'s target) when
+        every image of the batch is given the next image's slots, relative to the loss with its own (same noise and
+        timesteps), minus 1. Near 0 when the decoder draws without reading the slots, and then the slots learn little
+        from it. latents [B, C, h, w], slots [B, K, D] (B >= 2) -> a scalar."""
         b = latents.shape[0]
         noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype, generator=generator)
         t = torch.randint(0, self.config.num_train_timesteps, (b,), device=latents.device, generator=generator)

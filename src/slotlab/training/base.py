@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 def parameter_groups(model: nn.Module, lr: float, part_lr: dict[str, float]) -> list[dict[str, Any]]:
     """The optimizer's parameter groups: one per top-level part named in ``part_lr`` (its rate ``lr`` times the
-    multiplier; 0: the part is frozen and left out), one for the rest at ``lr``. Only trainable parameters; a part
-    the model lacks, or a multiplier that is not a number >= 0, is a one-line :class:`ConfigError`."""
+    multiplier, >= 0 as the config checks; 0: the part is frozen and left out), one for the rest at ``lr``. Only
+    trainable parameters; a part the model lacks is a one-line :class:`ConfigError`."""
     parts = dict(model.named_children())
     for name in part_lr:
         if name not in parts:
