@@ -21,14 +21,21 @@ if TYPE_CHECKING:
     from slotlab.config import ExperimentConfig
 
 
+def named_parts(model: nn.Module, names) -> dict[str, nn.Module]:
+    """The model's top-level parts by name; ``names`` (e.g. ``optim.part_lr``'s keys) must all be among them, else a
+    one-line :class:`ConfigError`."""
+    parts = dict(model.named_children())
+    for name in names:
+        if name not in parts:
+            raise ConfigError(f"optim.part_lr names {name!r}, not a part of this model ({', '.join(parts)})")
+    return parts
+
+
 def parameter_groups(model: nn.Module, lr: float, part_lr: dict[str, float]) -> list[dict[str, Any]]:
     """The optimizer's parameter groups: one per top-level part named in ``part_lr`` (its rate ``lr`` times the
     multiplier, >= 0 as the config checks; 0: the part is frozen and left out), one for the rest at ``lr``. Only
     trainable parameters; a part the model lacks is a one-line :class:`ConfigError`."""
-    parts = dict(model.named_children())
-    for name in part_lr:
-        if name not in parts:
-            raise ConfigError(f"optim.part_lr names {name!r}, not a part of this model ({', '.join(parts)})")
+    parts = named_parts(model, part_lr)
     groups = [
         {"params": [p for p in parts[name].parameters() if p.requires_grad], "lr": lr * scale, "part": name}
         for name, scale in part_lr.items()
@@ -65,10 +72,10 @@ class SlotModule(L.LightningModule):
         self.config = config
         self.save_hyperparameters({"config": config.to_dict()})
         self.model = model
-        parameter_groups(model, config.optim.lr, config.optim.part_lr)  # a part the model lacks: one line, now
+        parts = named_parts(model, config.optim.part_lr)  # a part the model lacks: one line, now
         for name, scale in config.optim.part_lr.items():
             if scale == 0:  # frozen: no gradients computed for it
-                model.get_submodule(name).requires_grad_(False)
+                parts[name].requires_grad_(False)
         self.evaluator, self.monitor = evaluator, monitor  # monitor: the metric shown in the progress bar
         self.val_metrics = evaluator.metrics()
         self.last_validation: dict[str, float] = {}  # what the last validation computed, unrounded
