@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Every GPU row of docs/benchmarks.md in one go (about 8 minutes on one H200), JSON lines on stdout, then a short
+# Every GPU row of docs/benchmarks.md in one go (about 8 minutes on one H200 before the CUDA-graph rows were added;
+# those have not run on a GPU yet), JSON lines on stdout, then a short
 # end-to-end object-discovery demo on the GPU (written to $1, default gpu-demo). Each part has its own time limit,
 # so one that fails or runs long does not stop the rest. Run from the repository root with slotlab importable.
 set -u
@@ -23,5 +24,9 @@ run 90 benchmarks/set_prediction_speed.py --preset clevr_set_prediction --bf16
 # torch.compile
 run 120 benchmarks/train_speed.py clevr6 --modes bf16+cl+compile --steps 20 --warmup 5
 run 130 benchmarks/lsd_speed.py --preset lsd_movi_e --batch-size 32 --modes fp16+compile --steps 10 --warmup 3 --sample-steps
+# CUDA graphs for the launch-bound small presets (issue 22's target: Tetrominoes >= 150 steps/s at batch 64):
+# torch.compile's reduce-overhead mode (trainer.compile=reduce-overhead), and the whole step captured by hand
+run 150 benchmarks/train_speed.py tetrominoes --batch-size 64 --modes bf16 bf16+reduce-overhead bf16+graphs fp32+graphs --steps 50 --warmup 10
+run 120 benchmarks/train_speed.py clevr6 --batch-size 64 --modes bf16+cl+graphs --steps 20 --warmup 5
 # end to end through Lightning on the GPU: generate, train one minute, evaluate, draw
 run 150 -m slotlab demo --out "$out" --minutes 1

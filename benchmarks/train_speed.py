@@ -3,8 +3,10 @@
     python benchmarks/train_speed.py tetrominoes_demo tetrominoes clevr6 --modes fp32 bf16 bf16+cl compile
 
 Each mode times ``--steps`` full training steps (forward, MSE, backward, Adam) on random images after
-``--warmup`` untimed ones. Modes: fp32, bf16 (autocast), cl (channels-last), compile (torch.compile);
-combine with '+'. Peak memory: CUDA allocator peak on GPU, process max RSS on CPU.
+``--warmup`` untimed ones. Modes: fp32, bf16 / fp16 (autocast), cl (channels-last), compile (torch.compile),
+reduce-overhead (torch.compile in that mode, CUDA graphs on a GPU: what ``trainer.compile=reduce-overhead`` does),
+graphs (CUDA only: the whole step, Adam included, captured once as one CUDA graph and replayed; the ceiling for
+launch-bound models); combine with '+'. Peak memory: CUDA allocator peak on GPU, process max RSS on CPU.
 """
 
 from __future__ import annotations
@@ -31,16 +33,38 @@ def bench(preset: str, mode: str, steps: int, warmup: int, batch_size: int | Non
     if "cl" in flags:
         model = model.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    forward = torch.compile(model) if "compile" in flags else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    graphs = "graphs" in flags
+    if graphs and not device.startswith("cuda"):
+        raise SystemExit("train_speed.py: error: mode 'graphs' captures CUDA graphs and needs --device cuda")
+    if "reduce-overhead" in flags:
+        forward = torch.compile(model, mode="reduce-overhead")
+    else:
+        forward = torch.compile(model) if "compile" in flags else model
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, capturable=graphs)
     dtype = torch.bfloat16 if "bf16" in flags else torch.float16 if "fp16" in flags else None
 
     def step():
-        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=dtype is not None):
+        # no autocast weight cache under capture: cached casts would be tensors of the capture only
+        with torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype is not None, cache_enabled=not graphs):
             loss = forward(images).loss
-        opt.zero_grad(set_to_none=True)
+        if not graphs:  # a captured step leaves the gradients to the graph, which overwrites them on each replay
+            opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+
+    if graphs:  # warm up on a side stream, then capture forward, backward and Adam as one graph (PyTorch's recipe)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                opt.zero_grad(set_to_none=True)
+                step()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        opt.zero_grad(set_to_none=True)
+        with torch.cuda.graph(graph):
+            step()
+        step = graph.replay  # the images stay in place: a data loader would copy each batch into them
 
     def sync():
         if device.startswith("cuda"):

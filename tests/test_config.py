@@ -132,6 +132,13 @@ def test_apply_overrides_in_place_and_later_wins():
     assert values == {"optim": {"lr": 3.0}, "data": {"seed": 4}}
 
 
+def test_compile_takes_a_mode_name():
+    assert load_config("tetrominoes", ["trainer.compile=reduce-overhead"]).trainer.compile == "reduce-overhead"
+    assert load_config("tetrominoes", ["trainer.compile=false"]).trainer.compile is False
+    with pytest.raises(ConfigError, match="trainer.compile"):
+        load_config("tetrominoes", ["trainer.compile=fastest"])
+
+
 def test_override_scientific_notation_is_a_float():
     c = load_config("tetrominoes", ["optim.lr=1e-3"])
     assert isinstance(c.optim.lr, float) and c.optim.lr == 1e-3

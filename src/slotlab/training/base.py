@@ -31,6 +31,23 @@ def named_parts(model: nn.Module, names) -> dict[str, nn.Module]:
     return parts
 
 
+def compiled(forward, mode: bool | str):
+    """``forward`` under ``torch.compile`` as ``trainer.compile`` asks (False: unchanged; True: inductor's default
+    mode; else the mode's name). Under "reduce-overhead" each call starts a new step for CUDA graph trees, so a
+    training step's graph may reuse the memory of the step before (whose loss has been logged and backpropagated)."""
+    if mode is False:
+        return forward
+    graphed = torch.compile(forward, mode=None if mode is True else mode)
+    if mode != "reduce-overhead":
+        return graphed
+
+    def step(*args, **kwargs):
+        torch.compiler.cudagraph_mark_step_begin()
+        return graphed(*args, **kwargs)
+
+    return step
+
+
 def parameter_groups(model: nn.Module, lr: float, part_lr: dict[str, float]) -> list[dict[str, Any]]:
     """The optimizer's parameter groups: one per top-level part named in ``part_lr`` (its rate ``lr`` times the
     multiplier, >= 0 as the config checks; 0: the part is frozen and left out), one for the rest at ``lr``. Only
@@ -82,7 +99,7 @@ class SlotModule(L.LightningModule):
         self.channels_last = False
         self.set_channels_last(config.trainer.channels_last is True)  # "auto": decided when training starts
         # a compiled bound method, not a module, so the weights are not registered twice
-        self._forward = torch.compile(self.model.forward) if config.trainer.compile else self.model.forward
+        self._forward = compiled(self.model.forward, config.trainer.compile)
 
     def set_channels_last(self, on: bool) -> None:
         """Lay the model's conv weights (and the images it is given) out channels-last, or back."""
