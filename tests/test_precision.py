@@ -8,12 +8,12 @@ from slotlab.config import load_config
 from slotlab.data.registry import build_dataset
 from slotlab.experiment import train
 from slotlab.kinds import kind
-from slotlab.training.precision import CANDIDATES, resolve_switches, time_candidates
+from slotlab.training.precision import CANDIDATES, resolve_compile, resolve_switches, time_candidates
 
 TINY = ["data.train_size=32", "data.val_size=8", "optim.batch_size=8", "optim.max_steps=2", "optim.warmup_steps=0",
         "trainer.max_time_minutes=null", "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2",
         "model.encoder_channels=[8,8]", "model.encoder_strides=[2,1]", "model.decoder_channels=[8,8]",
-        "model.slot_dim=16", "model.mlp_hidden=16"]
+        "model.slot_dim=16", "model.mlp_hidden=16", "trainer.compile=false"]
 
 
 def _module_and_data(*overrides):
@@ -67,9 +67,39 @@ def test_rates_are_per_candidate(one_thread):
 
 
 def test_training_records_the_chosen_switches(tmp_path, one_thread):
-    config = load_config("tetrominoes_demo", [*TINY, "trainer.precision=auto", "trainer.channels_last=auto"])
+    config = load_config("tetrominoes_demo", [*TINY, "trainer.precision=auto", "trainer.channels_last=auto",
+                                              "trainer.compile=auto"])
     result = train(config, tmp_path / "run", progress=False)
     _, saved = load_trained(tmp_path / "run" / "model")
+    assert saved.trainer.compile == config.trainer.compile in (True, False)
     assert saved.trainer.precision == config.trainer.precision in CANDIDATES
     assert saved.trainer.channels_last == config.trainer.channels_last in (True, False)
     assert result.trainer.precision == ("bf16-mixed" if config.trainer.precision == "bf16-mixed" else "32-true")
+
+
+def test_compile_auto_times_compiled_steps_and_keeps_the_faster(one_thread):
+    config, module, data = _module_and_data("trainer.precision=32-true", "trainer.channels_last=false",
+                                            "trainer.compile=auto")
+    weights = {k: v.clone() for k, v in module.state_dict().items()}
+    lines = []
+    compiled = resolve_compile(config, module, data, steps=1, rounds=1, report=lines.append)
+    rates = [float(word) for word in lines[0].replace(",", " ").split() if word.replace(".", "").isdigit()][:2]
+    assert len(rates) == 2 and min(rates) > 0
+    assert compiled == (rates[1] > rates[0]) and lines[0].endswith("-> compiled" if compiled else "-> eager")
+    assert (module._forward == module.model.forward) != compiled  # training goes on with what was chosen
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+
+
+def test_compile_auto_stays_eager_where_compiling_fails(one_thread, monkeypatch):
+    config, module, data = _module_and_data("trainer.precision=32-true", "trainer.compile=auto")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("InductorError: no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", lambda forward, **kwargs: broken)
+    lines = []
+    assert resolve_compile(config, module, data, steps=1, rounds=1, report=lines.append) is False
+    assert lines == ["trainer auto compile: torch.compile failed (InductorError: no C++ compiler found) -> eager"]
+    assert module._forward == module.model.forward
+    assert resolve_compile(load_config("tetrominoes_demo", [*TINY, "trainer.compile=true"]), module, data) is True

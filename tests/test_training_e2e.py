@@ -19,11 +19,11 @@ from slotlab.models import SlotAutoencoder
 
 STEPS = 2500
 OVERRIDES = [f"optim.max_steps={STEPS}", "data.train_size=20000", "trainer.max_time_minutes=null",
-             f"trainer.val_every_n_steps={STEPS}", f"trainer.checkpoint_every_n_steps={STEPS}"]
+             f"trainer.val_every_n_steps={STEPS}", f"trainer.checkpoint_every_n_steps={STEPS}", "trainer.compile=false"]
 # three steps of a tiny model on eight scenes, fp32
 TINY = ["optim.batch_size=4", "data.train_size=8", "data.val_size=4", "trainer.max_time_minutes=null",
         "trainer.val_every_n_steps=100", "trainer.precision=32-true", "model.encoder_channels=[8,8,8]",
-        "model.slot_dim=16", "model.mlp_hidden=16", "optim.max_steps=3"]
+        "model.slot_dim=16", "model.mlp_hidden=16", "optim.max_steps=3", "trainer.compile=false"]
 
 
 @pytest.mark.slow
@@ -177,7 +177,7 @@ def test_part_learning_rates_scale_freeze_and_are_checked(tmp_path):
     module = kind(config.task).build_module(config)
     optimizer = module.configure_optimizers()["optimizer"]
     lrs = {g.get("part", "rest"): g["initial_lr"] for g in optimizer.param_groups}  # before the warm-up's factor
-    assert lrs == pytest.approx({"rest": 1e-3, "encoder": 1e-4})  # the frozen part is not optimised at all
+    assert lrs == pytest.approx({"rest": 2e-3, "encoder": 2e-4})  # the frozen part is not optimised at all
     assert not any(p.requires_grad for p in module.model.slot_attention.parameters())
     encoder = {id(p) for p in module.model.encoder.parameters()}
     rest = next(g for g in optimizer.param_groups if "part" not in g)["params"]
@@ -191,18 +191,17 @@ def test_part_learning_rates_scale_freeze_and_are_checked(tmp_path):
         kind(config.task).build_module(load_config("tetrominoes_demo", ["optim.part_lr={nothing: 0.5}"]))
 
 
-def test_compiled_training_takes_the_eager_steps(tmp_path, monkeypatch):
+def test_compiled_training_takes_the_eager_steps(tmp_path):
     """``trainer.compile=reduce-overhead`` (CUDA graphs on a GPU; inductor alone here) trains through Lightning and
     takes the same steps as eager training, up to float rounding (with the slots' initial noise drawn as eager draws
     it: inductor otherwise has its own random stream)."""
     import torch._inductor.config
-
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     tiny = [*TINY, "optim.warmup_steps=0"]  # the full rate, so that the three steps move the weights
     start = _WeightsAtStart()
     eager = train(load_config("tetrominoes_demo", tiny), tmp_path / "eager", progress=False, callbacks=[start])
-    graphed = train(load_config("tetrominoes_demo", [*tiny, "trainer.compile=reduce-overhead"]), tmp_path / "graphed",
-                    progress=False)
+    with torch._inductor.config.patch(fallback_random=True):
+        graphed = train(load_config("tetrominoes_demo", [*tiny, "trainer.compile=reduce-overhead"]),
+                        tmp_path / "graphed", progress=False)
     a, b = load_trained(eager.model_dir)[0].state_dict(), load_trained(graphed.model_dir)[0].state_dict()
     moved = max((a[k].float() - start.state[k].float()).abs().max().item() for k in a)
     apart = max((a[k].float() - b[k].float()).abs().max().item() for k in a)

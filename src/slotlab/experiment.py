@@ -27,7 +27,7 @@ from slotlab.errors import ConfigError
 from slotlab.io import LOCK_FILE, FolderLock, atomic_write_text
 from slotlab.kinds import kind
 from slotlab.training.base import SlotModule
-from slotlab.training.precision import resolve_switches
+from slotlab.training.precision import resolve_compile, resolve_switches
 from slotlab.training.trainer import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -216,6 +216,7 @@ def _fit(k, config, out_dir, train_set, val_set, resume_path, warm, progress, ca
         module.model.load_state_dict(warm, strict=False)
     # "auto" becomes what runs (and what model/config.json records)
     config.trainer.precision, config.trainer.channels_last = resolve_switches(config, module, train_set)  # type: ignore[assignment]
+    config.trainer.compile = resolve_compile(config, module, train_set)
     monitor = k.monitor if k.evaluator.can_score(val_set) else None
     trainer = build_trainer(config, out_dir, progress, callbacks, monitor=monitor)
     with warnings.catch_warnings():

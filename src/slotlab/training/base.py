@@ -32,12 +32,14 @@ def named_parts(model: nn.Module, names) -> dict[str, nn.Module]:
 
 
 def compiled(forward, mode: bool | str):
-    """``forward`` under ``torch.compile`` as ``trainer.compile`` asks (False: unchanged; True: inductor's default
-    mode; else the mode's name). Under "reduce-overhead" each call starts a new step for CUDA graph trees, so a
-    training step's graph may reuse the memory of the step before (whose loss has been logged and backpropagated)."""
-    if mode is False:
+    """``forward`` under ``torch.compile`` as ``trainer.compile`` asks (False, or "auto" until it is decided:
+    unchanged; True: inductor's default mode; else the mode's name). Under "reduce-overhead" each call starts a new
+    step for CUDA graph trees, so a training step's graph may reuse the memory of the step before (whose loss has been
+    logged and backpropagated)."""
+    if mode is False or mode == "auto":
         return forward
-    graphed = torch.compile(forward, mode=None if mode is True else mode)
+    # static shapes: training batches have one size, and symbolic batch sizes trip torch.randn in the slots' init
+    graphed = torch.compile(forward, mode=None if mode is True else mode, dynamic=False)
     if mode != "reduce-overhead":
         return graphed
 

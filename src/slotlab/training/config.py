@@ -38,8 +38,9 @@ class TrainerConfig:
     precision: Precision = "32-true"
     # torch.compile the model's forward (and so its backward): true for inductor's default mode; "reduce-overhead"
     # adds CUDA graphs on a GPU, for the small presets whose steps are bound by kernel launches; "max-autotune" also
-    # searches kernel configurations (a longer compile)
-    compile: bool | Literal["reduce-overhead", "max-autotune"] = False
+    # searches kernel configurations (a longer compile); "auto": compiled if its training steps are faster here, timed
+    # when training starts (training/precision.py), eager where compiling fails
+    compile: bool | Literal["auto", "reduce-overhead", "max-autotune"] = False
     channels_last: bool | Literal["auto"] = False  # "auto": the faster layout here (training/precision.py)
     seed: int = 0
     max_time_minutes: PositiveFloat | None = None  # stop training after this long (the step count is then logged)

@@ -1,5 +1,5 @@
-"""``trainer.precision=auto`` and ``trainer.channels_last=auto``: the faster setting for this machine, measured on
-the run's own model.
+"""``trainer.precision=auto``, ``trainer.channels_last=auto`` and ``trainer.compile=auto``: the faster setting for
+this machine, measured on the run's own model.
 
 Whether bf16 autocast speeds up CPU training depends on the processor: on one 2-core development machine it gave
 the demo 1.6x the steps/s of fp32, on another fp32 was 1.2x faster, on a third (with AMX) bf16 was 1.2x faster
@@ -8,6 +8,10 @@ real training steps of the task's module in every combination the config leaves 
 GPU precision ``auto`` takes bf16 where the device supports it, else fp16, and channels-last ``auto`` stays off (not
 measured there: set it). With several processes (DDP) on CPU every rank must agree without timing: fp32, and
 channels-last on (it won in fp32 on every CPU measured).
+
+``torch.compile`` is timed last, with the precision and layout chosen: on the CPU demo's model it gained 1.1-1.2x on
+two machines and lost half the steps on a third (docs/benchmarks.md), and it needs a C++ compiler that a laptop may
+lack. Its one compile happens in the probe, and training reuses it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import warnings
 from typing import TYPE_CHECKING
 
 import torch
+
+from slotlab.training.base import compiled
 
 if TYPE_CHECKING:
     from slotlab.config import ExperimentConfig
@@ -55,12 +61,49 @@ def resolve_switches(
     return best
 
 
+def resolve_compile(
+    config: ExperimentConfig, module, dataset, steps: int = 3, rounds: int = 2, report=print
+) -> bool | str:
+    """``config.trainer.compile`` with "auto" replaced by True or False: True when compiled training steps (with the
+    precision and layout already resolved) are faster than eager ones, timed on the first training batch and reported
+    in one line; then ``module`` trains with the compiled forward the probe built. A compile that fails is reported and
+    leaves training eager. On a GPU "auto" compiles untimed; with several CPU processes it stays eager (ranks agree)."""
+    t = config.trainer
+    if t.compile != "auto":
+        return t.compile
+    if t.accelerator != "cpu" and torch.cuda.is_available():
+        module._forward = compiled(module.model.forward, True)
+        return True
+    if t.num_nodes > 1 or t.devices not in (1, "1", "auto"):
+        return False
+    batch = dataset[torch.arange(min(len(dataset), config.optim.batch_size))]
+    candidate = (t.precision, bool(t.channels_last))
+    graphed = compiled(module.model.forward, True)
+    start = time.perf_counter()
+    eager = time_candidates(module, batch, [candidate], steps, rounds)[candidate]
+    try:
+        fast = time_candidates(module, batch, [candidate], steps, rounds, forwards=[graphed])[0]
+    except Exception as e:  # no C++ compiler, an operator inductor cannot lower, ...
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        report(f"trainer auto compile: torch.compile failed ({reason}) -> eager")
+        return False
+    keep = fast > eager
+    if keep:
+        module._forward = graphed
+    report(
+        f"trainer auto compile: eager {eager:.2f} steps/s, compiled {fast:.2f} steps/s (probe with the compile "
+        f"{time.perf_counter() - start:.0f} s) -> {'compiled' if keep else 'eager'}"
+    )
+    return keep
+
+
 def time_candidates(
-    module, batch: dict, candidates: list[tuple[str, bool]], steps: int = 3, rounds: int = 2
-) -> dict[tuple[str, bool], float]:
+    module, batch: dict, candidates: list[tuple[str, bool]], steps: int = 3, rounds: int = 2, forwards=None
+):
     """Steps/s of ``module.training_step`` + backward + Adam on ``batch`` for each (precision, channels-last)
-    candidate, the best of ``rounds`` alternating rounds after one untimed step. The module's weights, its layout
-    and the RNG state are restored: the probe leaves the run exactly as it found it."""
+    candidate, the best of ``rounds`` alternating rounds after one untimed step: a dict by candidate, or with
+    ``forwards`` (the model's forward to time per candidate, None: eager) a list in the candidates' order. The
+    module's weights, its layout and the RNG state are restored: the probe leaves the run exactly as it found it."""
     saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
     layout = module.channels_last
     params = [p for p in module.parameters() if p.requires_grad]
@@ -78,20 +121,26 @@ def time_candidates(
         loss.backward()
         optimizer.step()
 
-    rates = dict.fromkeys(candidates, 0.0)
+    calls = forwards or [None] * len(candidates)
+    rates = [0.0] * len(candidates)
+
+    def use(i):
+        module.set_channels_last(candidates[i][1])
+        module._forward = calls[i] or module.model.forward
+
     try:
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # self.log outside a Trainer
-            for candidate in candidates:
-                module.set_channels_last(candidate[1])
+            for i, candidate in enumerate(candidates):
+                use(i)
                 step(candidate)
             for _ in range(rounds):
-                for candidate in candidates:
-                    module.set_channels_last(candidate[1])
+                for i, candidate in enumerate(candidates):
+                    use(i)
                     start = time.perf_counter()
                     for _ in range(steps):
                         step(candidate)
-                    rates[candidate] = max(rates[candidate], steps / (time.perf_counter() - start))
+                    rates[i] = max(rates[i], steps / (time.perf_counter() - start))
     finally:
         module._forward = forward
         module.set_channels_last(layout)
@@ -99,4 +148,4 @@ def time_candidates(
         for p in params:
             p.grad = None
         module.train(was_training)
-    return rates
+    return rates if forwards is not None else dict(zip(candidates, rates))
