@@ -12,7 +12,8 @@ from slotlab.experiment import train
 
 TINY = ["data.train_size=64", "data.val_size=8", "optim.batch_size=8", "optim.max_steps=6", "optim.warmup_steps=0",
         "trainer.max_time_minutes=null", "trainer.val_every_n_steps=3", "trainer.checkpoint_every_n_steps=3",
-        "trainer.precision=32-true", "trainer.channels_last=false", "model.encoder_channels=[8,8]",
+        "trainer.precision=32-true", "trainer.channels_last=false", "trainer.compile=false", "trainer.ema_decay=null",
+        "model.encoder_channels=[8,8]",
         "model.encoder_strides=[2,1]", "model.decoder_channels=[8,8]", "model.slot_dim=16", "model.mlp_hidden=16"]
 
 

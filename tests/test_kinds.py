@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["data.train_size=32", "data.val_size=8", "optim.batch_size=8", "optim.max_steps=4", "optim.warmup_steps=0",
         "trainer.max_time_minutes=null", "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2",
-        "trainer.precision=32-true", "trainer.channels_last=false"]
+        "trainer.precision=32-true", "trainer.channels_last=false", "trainer.compile=false"]
 TINY_MODEL = ["model.encoder_channels=[8,8]", "model.encoder_strides=[2,1]", "model.decoder_channels=[8,8]",
               "model.slot_dim=16", "model.mlp_hidden=16"]
 

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = ["optim.batch_size=4", "data.train_size=24", "data.val_size=4", "trainer.max_time_minutes=null",
         "trainer.val_every_n_steps=2", "trainer.checkpoint_every_n_steps=2", "trainer.precision=32-true",
         "trainer.channels_last=false", "model.encoder_channels=[8,8,8]", "model.slot_dim=16", "model.mlp_hidden=16",
-        "optim.warmup_steps=0"]
+        "optim.warmup_steps=0", "trainer.compile=false"]
 
 
 def one_line_error(capsys, code: int = 2) -> str:
