@@ -40,13 +40,19 @@ def trained(
 
 def parser(doc: str, name: str, preset: str, steps: int) -> argparse.ArgumentParser:
     """The options every experiment on one trained model takes: ``--checkpoint`` (else a ``preset`` model is
-    trained), ``--out`` (default ``experiments/out/NAME``), ``--steps`` of that training and ``--seed``."""
+    trained), ``--out`` (default ``experiments/out/NAME``), ``--steps`` of that training, ``--seed`` and ``--set``
+    (overrides of the preset for that training)."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", type=Path, help=f"a model trained with {preset} (default: train one)")
     p.add_argument("--out", type=Path, default=Path("experiments/out") / name)
     p.add_argument("--steps", type=int, default=steps, help=f"training steps when no --checkpoint (default {steps})")
     p.add_argument("--seed", type=int, default=0)
+    add_set(p)
     return p
+
+
+def add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the preset for training")
 
 
 def model_of(args: argparse.Namespace, preset: str) -> tuple[object, ExperimentConfig]:
@@ -56,7 +62,7 @@ def model_of(args: argparse.Namespace, preset: str) -> tuple[object, ExperimentC
         if config is None:
             raise SystemExit(f"{args.checkpoint}: needs the experiment.yaml beside the model (its data settings)")
         return model, config
-    return trained(preset, args.out / "run", args.steps, seed=args.seed)
+    return trained(preset, args.out / "run", args.steps, args.set, seed=args.seed)
 
 
 def write_result(out: Path, name: str, table: dict, notes: str = "") -> str:

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import trained
+from common import add_set, trained
 
 from slotlab.data.registry import build_dataset
 from slotlab.evaluation import evaluate_object_discovery
@@ -31,12 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("experiments/out/slot_mlp"))
     p.add_argument("--steps", type=int, default=8000, help="training steps of each model (default 8000)")
     p.add_argument("--seed", type=int, default=0)
+    add_set(p)
     args = p.parse_args(argv)
 
     scores = {}
     for name, overrides in VARIANTS.items():
         print(f"training {name} for {args.steps} steps", flush=True)
-        model, config = trained("tetrominoes_demo", args.out / name, args.steps, overrides, args.seed)
+        model, config = trained("tetrominoes_demo", args.out / name, args.steps, [*args.set, *overrides], args.seed)
         test = build_dataset(config.data, "test")
         scores[name] = evaluate_object_discovery(model, test, seed=args.seed)
     write_json(args.out / "slot_mlp.json", {"steps": args.steps, **scores})

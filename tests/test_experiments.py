@@ -83,3 +83,15 @@ def test_set_prediction_ap_against_iterations(tmp_path):
     assert table["x"] == [1, 2] and set(table["series"]) == {"AP inf", "AP 1", "AP 0.5", "AP 0.25", "AP 0.125"}
     assert all(0 <= ap <= 1 for series in table["series"].values() for ap in series)
     assert (tmp_path / "out" / "sp_iterations.png").stat().st_size > 0
+
+
+def test_set_overrides_the_preset_of_the_model_an_experiment_trains(tmp_path):
+    from common import model_of, parser
+
+    tiny = ["data.train_size=8", "data.val_size=4", "optim.batch_size=4", "trainer.val_every_n_steps=2",
+            "trainer.checkpoint_every_n_steps=2", "trainer.precision=32-true", "trainer.channels_last=false",
+            "trainer.compile=false", "model.encoder_channels=[8,8,8]", "model.slot_dim=16", "model.mlp_hidden=16"]
+    args = parser("doc", "x", "tetrominoes_demo", 2).parse_args(["--out", str(tmp_path), "--set", *tiny, "optim.lr=1e-3"])
+    model, config = model_of(args, "tetrominoes_demo")
+    assert config.optim.lr == 1e-3 and config.optim.max_steps == 2 and model.config.slot_dim == 16
+    assert json.loads((tmp_path / "run" / "finished.json").read_text())["steps"] == 2
