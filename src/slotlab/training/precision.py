@@ -82,7 +82,7 @@ def resolve_compile(
     start = time.perf_counter()
     eager = time_candidates(module, batch, [candidate], steps, rounds)[candidate]
     try:
-        fast = time_candidates(module, batch, [candidate], steps, rounds, forwards=[graphed])[0]
+        fast = time_candidates(module, batch, [candidate], steps, rounds, forward=graphed)[candidate]
     except Exception as e:  # no C++ compiler, an operator inductor cannot lower, ...
         reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         report(f"trainer auto compile: torch.compile failed ({reason}) -> eager")
@@ -98,18 +98,18 @@ def resolve_compile(
 
 
 def time_candidates(
-    module, batch: dict, candidates: list[tuple[str, bool]], steps: int = 3, rounds: int = 2, forwards=None
-):
+    module, batch: dict, candidates: list[tuple[str, bool]], steps: int = 3, rounds: int = 2, forward=None
+) -> dict[tuple[str, bool], float]:
     """Steps/s of ``module.training_step`` + backward + Adam on ``batch`` for each (precision, channels-last)
-    candidate, the best of ``rounds`` alternating rounds after one untimed step: a dict by candidate, or with
-    ``forwards`` (the model's forward to time per candidate, None: eager) a list in the candidates' order. The
-    module's weights, its layout and the RNG state are restored: the probe leaves the run exactly as it found it."""
+    candidate, the best of ``rounds`` alternating rounds after one untimed step, with the model's ``forward`` given
+    (default: eager). The module's weights, its layout, its forward and the RNG state are restored: the probe leaves
+    the run exactly as it found it."""
     saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
     layout = module.channels_last
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=1e-6)
-    forward = module._forward
-    module._forward = module.model.forward  # eager: compiling for a probe would cost more than it tells
+    kept = module._forward
+    module._forward = forward or module.model.forward
     was_training = module.training
     module.train()
 
@@ -121,31 +121,25 @@ def time_candidates(
         loss.backward()
         optimizer.step()
 
-    calls = forwards or [None] * len(candidates)
-    rates = [0.0] * len(candidates)
-
-    def use(i):
-        module.set_channels_last(candidates[i][1])
-        module._forward = calls[i] or module.model.forward
-
+    rates = dict.fromkeys(candidates, 0.0)
     try:
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # self.log outside a Trainer
-            for i, candidate in enumerate(candidates):
-                use(i)
+            for candidate in candidates:
+                module.set_channels_last(candidate[1])
                 step(candidate)
             for _ in range(rounds):
-                for i, candidate in enumerate(candidates):
-                    use(i)
+                for candidate in candidates:
+                    module.set_channels_last(candidate[1])
                     start = time.perf_counter()
                     for _ in range(steps):
                         step(candidate)
-                    rates[i] = max(rates[i], steps / (time.perf_counter() - start))
+                    rates[candidate] = max(rates[candidate], steps / (time.perf_counter() - start))
     finally:
-        module._forward = forward
+        module._forward = kept
         module.set_channels_last(layout)
         module.load_state_dict(saved, strict=False)  # strict=False: an autoencoder loaded lazily is not in `saved`
         for p in params:
             p.grad = None
         module.train(was_training)
-    return rates if forwards is not None else dict(zip(candidates, rates))
+    return rates
