@@ -196,12 +196,32 @@ def test_resumed_training_equals_uninterrupted_training_bit_for_bit(name, tmp_pa
         assert torch.equal(a, b), k
 
 
+def test_resume_keeps_what_auto_chose_and_goes_on_bit_for_bit(tmp_path, capsys):
+    """The checkpoint records what "auto" chose; a resume asking "auto" again takes that choice without timing."""
+    from slotlab.checkpoints import config_of_checkpoint, read_checkpoint
+
+    auto = [*TINY, "trainer.precision=auto", "trainer.channels_last=auto", "trainer.checkpoint_every_n_steps=3"]
+    train(load_config("tetrominoes_demo", [*auto, "optim.max_steps=3"]), tmp_path / "b", progress=False)
+    assert "trainer auto switches" in capsys.readouterr().out
+    ckpt = tmp_path / "b" / "checkpoints" / "last.ckpt"
+    chosen = config_of_checkpoint(read_checkpoint(ckpt), ckpt).trainer
+    assert chosen.precision in ("32-true", "bf16-mixed") and chosen.channels_last in (True, False)
+    resumed = train(load_config("tetrominoes_demo", [*auto, "optim.max_steps=6"]), tmp_path / "b", resume="last",
+                    progress=False)
+    assert "trainer auto switches" not in capsys.readouterr().out
+    t = resumed.module.config.trainer
+    assert (t.precision, t.channels_last) == (chosen.precision, chosen.channels_last)
+    fixed = [*auto, f"trainer.precision={chosen.precision}", f"trainer.channels_last={chosen.channels_last}"]
+    straight = train(load_config("tetrominoes_demo", [*fixed, "optim.max_steps=6"]), tmp_path / "a", progress=False)
+    for (k, a), b in zip(straight.module.model.state_dict().items(), resumed.module.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
 def test_resumed_lsd_training_equals_uninterrupted_training(tmp_path):
     from tiny import tiny_lsd
 
     model = tiny_lsd(tmp_path)
     ae = model.config.autoencoder
-    # TINY[:8] fixes precision and layout: "auto" is timed again on resume and may pick the other layout
     over = [*TINY[:8], "model.resolution=16", "data.resolution=16", "model.latent_size=8", "model.backbone=cnn",
             "model.backbone_channels=[16,16]", "model.backbone_strides=[1,2]", "model.num_slots=3", "model.slot_dim=16",
             "model.mlp_hidden=32", "model.decoder_channels=[16,32]", "model.decoder_layers_per_block=1",

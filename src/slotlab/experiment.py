@@ -105,6 +105,11 @@ RESUMABLE = frozenset(
 )
 
 
+# Settings that "auto" resolves by timing when a run starts; the checkpoint records the choice, and a resumed run
+# asking for "auto" again keeps it (timing anew could pick another, and the resumed steps would differ in the last bits)
+AUTO_SWITCHES = ("trainer.precision", "trainer.channels_last", "trainer.compile")
+
+
 def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
@@ -119,8 +124,9 @@ def resumed_config(saved: ExperimentConfig, asked: ExperimentConfig) -> Experime
     """The config a resumed run goes on with: the checkpoint's, with the settings in :data:`RESUMABLE` taken from
     the command; a change to anything else is refused in one line."""
     old, new = _flat(saved.to_dict()), _flat(asked.to_dict())
-    if new.get("trainer.precision") == "auto":
-        new["trainer.precision"] = old.get("trainer.precision")  # "auto" was resolved when the run started
+    for key in AUTO_SWITCHES:  # "auto" was resolved when the run started: the resumed half takes the same choice
+        if new.get(key) == "auto":
+            new[key] = old.get(key)
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUMABLE]
     if changed:
         k = changed[0]
@@ -217,6 +223,9 @@ def _fit(k, config, out_dir, train_set, val_set, resume_path, warm, progress, ca
     # "auto" becomes what runs (and what model/config.json records)
     config.trainer.precision, config.trainer.channels_last = resolve_switches(config, module, train_set)  # type: ignore[assignment]
     config.trainer.compile = resolve_compile(config, module, train_set)
+    module.hparams["config"]["trainer"].update(  # the checkpoints record the choices, for an exact resume
+        {key.partition(".")[2]: getattr(config.trainer, key.partition(".")[2]) for key in AUTO_SWITCHES}
+    )
     monitor = k.monitor if k.evaluator.can_score(val_set) else None
     trainer = build_trainer(config, out_dir, progress, callbacks, monitor=monitor)
     with warnings.catch_warnings():
