@@ -107,6 +107,18 @@ def test_num_slots_and_iterations_at_call_time():
     assert out.attn.shape == (B, 1, R * R, 5)
 
 
+@pytest.mark.parametrize("frame", ["none", "translation"])
+def test_eval_iterations_from_the_config_in_eval_mode(frame, tmp_path):
+    model = model_of(full_res_config(eval_iterations=4, slot_frame=frame))
+    with torch.no_grad():
+        for mode, t in ((False, 4), (True, 2)):  # eval mode: eval_iterations; training: num_iterations
+            model.train(mode)
+            out, told = model(images(), generator=gen()), model(images(), num_iterations=t, generator=gen())
+            assert torch.equal(out.slots, told.slots) and out.attn.shape == told.attn.shape
+    model.save_pretrained(tmp_path)
+    assert SlotAutoencoder.from_pretrained(tmp_path).slot_attention.eval_iterations == 4
+
+
 def test_decoder_is_a_permutation_equivariant_set_decoder():
     model = model_of(upsampling_config())
     slots = torch.randn(B, K, D, generator=gen(3))

@@ -59,6 +59,18 @@ def test_num_slots_and_iterations_overridable_at_call_time(k, t):
     assert sa(inputs(), generator=gen()).attn.shape == (B, T, N, K)
 
 
+def test_eval_iterations_apply_in_eval_mode_only_and_a_call_overrides_them():
+    sa = make(eval_iterations=5)
+    assert sa(inputs(), generator=gen()).attn.shape[1] == T  # training mode: the T it trains with
+    sa.eval()
+    out = sa(inputs(), generator=gen())
+    assert out.attn.shape[1] == 5
+    # the same as asking for 5 iterations explicitly, with the same noise
+    torch.testing.assert_close(out.slots, sa(inputs(), num_iterations=5, generator=gen()).slots, rtol=0, atol=0)
+    assert sa(inputs(), num_iterations=2, generator=gen()).attn.shape[1] == 2
+    assert make().eval()(inputs(), generator=gen()).attn.shape[1] == T  # unset: as trained
+
+
 def test_num_iterations_must_be_positive():
     with pytest.raises(ValueError):
         make()(inputs(), num_iterations=0)

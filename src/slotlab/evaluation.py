@@ -82,7 +82,8 @@ class Evaluator:
     ) -> Tensor | None:
         """Run ``model`` on ``batch`` (tensors on the model's device) and add the results to ``metrics``; returns
         the training loss of the batch where the kind has one that needs nothing more than the batch.
-        ``num_iterations``, ``num_slots``: Slot Attention's T and K at test time (default: as trained)."""
+        ``num_iterations``, ``num_slots``: Slot Attention's T and K at test time (default: the model's
+        ``eval_iterations``, else as trained; K as trained)."""
         raise NotImplementedError
 
     def check(self, dataset: SceneDataset, where: str = "the data") -> None:
@@ -227,7 +228,8 @@ def run_evaluator(
     Batches of ``batch_size`` in order; the slot initialisation noise of batch ``i`` comes from a generator seeded
     with ``seed + i`` (as in validation), so results repeat exactly. ``matching``: the mIoU protocol, "oclf" or
     "lsd" (default: the kind's paper's; the result says which was used). ``num_iterations``, ``num_slots``: Slot
-    Attention's T and K at test time (default: as trained; K only where the slots are sampled, not learned)."""
+    Attention's T and K at test time (default: T the model's ``eval_iterations``, else as trained; K as trained; K
+    only where the slots are sampled, not learned)."""
     evaluator.check(dataset)
     grouping = getattr(model, "slot_attention", None)
     if num_slots is not None and grouping is not None and grouping.fixed_num_slots and num_slots != grouping.num_slots:

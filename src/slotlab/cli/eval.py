@@ -32,7 +32,11 @@ def add_eval(sub) -> None:
     p.add_argument("--out", help="write the metrics JSON here (also printed)")
     add_batch_size(p)
     number(
-        p, "--num-iterations", minimum=1, type=int, help="Slot Attention iterations at test time (default: as trained)"
+        p,
+        "--num-iterations",
+        minimum=1,
+        type=int,
+        help="Slot Attention iterations at test time (default: the model's eval_iterations, else as trained)",
     )
     number(
         p,

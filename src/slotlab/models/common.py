@@ -19,9 +19,9 @@ __all__ = ["SlotFrame", "SlotInit", "WeightInit", "init_weights", "slot_encoder"
 
 def slot_encoder(c) -> tuple[CNNEncoder, SlotAttention | InvariantSlotAttention | SlotMLPBaseline]:
     """CNN encoder (+ position embedding, LN, MLP) and Slot Attention from a config with the shared fields
-    (resolution, encoder_*, slot_dim, num_slots, num_iterations, mlp_hidden, attn_eps, ln_eps, slot_init,
-    implicit_grad, slot_frame, slot_scale_factor). With a ``slot_frame`` (Invariant Slot Attention) the encoder
-    adds no absolute positions: the slots add them in their own frames."""
+    (resolution, encoder_*, slot_dim, num_slots, num_iterations, eval_iterations, mlp_hidden, attn_eps, ln_eps,
+    slot_init, implicit_grad, slot_frame, slot_scale_factor). With a ``slot_frame`` (Invariant Slot Attention) the
+    encoder adds no absolute positions: the slots add them in their own frames."""
     framed = c.slot_frame != "none"
     encoder = CNNEncoder(
         c.resolution,
@@ -35,6 +35,7 @@ def slot_encoder(c) -> tuple[CNNEncoder, SlotAttention | InvariantSlotAttention 
     )
     kwargs = dict(
         num_iterations=c.num_iterations,
+        eval_iterations=c.eval_iterations,
         mlp_hidden=c.mlp_hidden,
         eps=c.attn_eps,
         ln_eps=c.ln_eps,

@@ -51,6 +51,7 @@ class LatentSlotDiffusionConfig:
     # Slot Attention
     num_slots: PositiveInt = 24
     num_iterations: PositiveInt = 3
+    eval_iterations: PositiveInt | None = None  # T in eval mode (validation, slotlab eval, inference); None: as trained
     slot_dim: PositiveInt = 192
     mlp_hidden: PositiveInt = 192
     slot_init: SlotInit = "gaussian"
@@ -133,6 +134,7 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
             c.num_slots,
             c.slot_dim,
             num_iterations=c.num_iterations,
+            eval_iterations=c.eval_iterations,
             mlp_hidden=c.mlp_hidden,
             eps=c.attn_eps,
             ln_eps=1e-5,

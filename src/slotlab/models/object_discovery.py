@@ -22,6 +22,7 @@ class SlotAutoencoderConfig:
     resolution: PositiveInt = 128
     num_slots: PositiveInt = 7
     num_iterations: PositiveInt = 3
+    eval_iterations: PositiveInt | None = None  # T in eval mode (validation, slotlab eval, inference); None: as trained
     slot_dim: PositiveInt = 64
     mlp_hidden: PositiveInt = 128
     slot_init: SlotInit = "gaussian"  # "gaussian" (paper) or "learned" (per-slot queries)

@@ -26,6 +26,7 @@ class SlotSetPredictorConfig:
     resolution: PositiveInt = 128
     num_slots: PositiveInt = 10
     num_iterations: PositiveInt = 3
+    eval_iterations: PositiveInt | None = None  # T in eval mode (validation, slotlab eval, inference); None: as trained
     slot_dim: PositiveInt = 64
     mlp_hidden: PositiveInt = 128
     slot_init: SlotInit = "gaussian"

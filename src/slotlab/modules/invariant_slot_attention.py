@@ -78,8 +78,20 @@ class InvariantSlotAttention(SlotAttention):
         min_scale: float = 0.001,
         max_scale: float = 2.0,
         scale_factor: float = 1.0,
+        eval_iterations: int | None = None,
     ):
-        super().__init__(num_slots, dim, input_dim, num_iterations, mlp_hidden, eps, ln_eps, init, implicit_grad)
+        super().__init__(
+            num_slots,
+            dim,
+            input_dim,
+            num_iterations,
+            mlp_hidden,
+            eps,
+            ln_eps,
+            init,
+            implicit_grad,
+            eval_iterations=eval_iterations,
+        )
         self.frame, self.pose_dims = frame, pose_dims(frame)
         if self.pose_dims == 0:
             raise ValueError("InvariantSlotAttention needs a frame: 'translation' or 'translation_scale'")
