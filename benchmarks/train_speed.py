@@ -6,7 +6,10 @@ Each mode times ``--steps`` full training steps (forward, MSE, backward, Adam) o
 ``--warmup`` untimed ones. Modes: fp32, bf16 / fp16 (autocast), cl (channels-last), compile (torch.compile),
 reduce-overhead (torch.compile in that mode, CUDA graphs on a GPU: what ``trainer.compile=reduce-overhead`` does),
 graphs (CUDA only: the whole step, Adam included, captured once as one CUDA graph and replayed; the ceiling for
-launch-bound models); combine with '+'. Peak memory: CUDA allocator peak on GPU, process max RSS on CPU.
+launch-bound models), ema (an exponential moving average of the weights after each step, 0.999, tensor by
+tensor: Lightning's ``EMAWeightAveraging`` as it comes), ema-foreach (the same average in one foreach lerp over
+all tensors; on the CPU demo no faster, so ``trainer.ema_decay`` keeps Lightning's); combine with '+'. Peak
+memory: CUDA allocator peak on GPU, process max RSS on CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import resource
 import time
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_avg_fn, get_ema_multi_avg_fn
 
 from slotlab.config import load_config
 from slotlab.models import SlotAutoencoder
@@ -42,6 +46,12 @@ def bench(preset: str, mode: str, steps: int, warmup: int, batch_size: int | Non
         forward = torch.compile(model) if "compile" in flags else model
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, capturable=graphs)
     dtype = torch.bfloat16 if "bf16" in flags else torch.float16 if "fp16" in flags else None
+    if "ema" in flags:
+        average = AveragedModel(model, use_buffers=True, avg_fn=get_ema_avg_fn(0.999))
+    elif "ema-foreach" in flags:
+        average = AveragedModel(model, use_buffers=True, multi_avg_fn=get_ema_multi_avg_fn(0.999))
+    else:
+        average = None
 
     def step():
         # no autocast weight cache under capture: cached casts would be tensors of the capture only
@@ -51,6 +61,8 @@ def bench(preset: str, mode: str, steps: int, warmup: int, batch_size: int | Non
             opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if average is not None:
+            average.update_parameters(model)
 
     if graphs:  # warm up on a side stream, then capture forward, backward and Adam as one graph (PyTorch's recipe)
         side = torch.cuda.Stream()
