@@ -16,7 +16,7 @@ from PIL import Image
 
 from slotlab.checkpoints import load_trained, save_trained
 from slotlab.cli.main import build_parser, main, parse_args
-from slotlab.config import DataConfig, ExperimentConfig
+from slotlab.config import DataConfig, ExperimentConfig, load_config
 from slotlab.data import generate_tetrominoes, save_npz
 from slotlab.data.registry import to_scene_dataset
 from slotlab.errors import TrainingError
@@ -223,6 +223,22 @@ def test_eval_round_trip(tmp_path, workdir, capsys):
     assert metrics["mse"] == pytest.approx(expected["mse"], rel=1e-5)
 
 
+def test_eval_takes_the_models_eval_iterations_and_says_so(tmp_path, workdir):
+    torch.manual_seed(0)
+    model = SlotAutoencoder(replace(tiny_model_config(), eval_iterations=4))
+    exp = ExperimentConfig(name="t4", model=model.config, data=DataConfig(dataset="tetrominoes", crop=[1, 1, 32, 32],
+                                                                          resolution=32))
+    save_trained(model, exp, tmp_path / "model")
+    out = tmp_path / "m.json"
+    assert main([str(a) for a in ["eval", "--checkpoint", tmp_path / "model", "--data", workdir["data"], "--out",
+                                  out]]) == 0
+    metrics = json.loads(out.read_text())
+    ds = to_scene_dataset(workdir["images"], workdir["masks"], [1, 1, 32, 32], 32)
+    assert metrics["num_iterations"] == 4
+    expected = evaluate_object_discovery(model.eval(), ds, seed=0, num_iterations=4)
+    assert metrics["fg_ari"] == pytest.approx(expected["fg_ari"], abs=1e-6)
+
+
 def test_eval_with_more_slots_and_iterations_than_trained(tmp_path, workdir, capsys):
     out = tmp_path / "m.json"
     argv = ["eval", "--checkpoint", workdir["model"], "--data", workdir["data"], "--out", out]
@@ -386,3 +402,4 @@ def test_object_discovery_demo_end_to_end(tmp_path, capsys):
     assert metrics["num_images"] == 320 and metrics["steps"] == 20 and metrics["step"] in (10, 20)
     assert 0 <= metrics["fg_ari"] <= 1 and (out / "grid.png").is_file() and (out / "model" / "config.json").is_file()
     assert "FG-ARI" in capsys.readouterr().out
+    assert metrics["num_iterations"] == load_config("tetrominoes_demo").model.eval_iterations == 5  # the preset's T

@@ -82,8 +82,8 @@ class Evaluator:
     ) -> Tensor | None:
         """Run ``model`` on ``batch`` (tensors on the model's device) and add the results to ``metrics``; returns
         the training loss of the batch where the kind has one that needs nothing more than the batch.
-        ``num_iterations``, ``num_slots``: Slot Attention's T and K at test time (default: the model's
-        ``eval_iterations``, else as trained; K as trained)."""
+        ``num_iterations``, ``num_slots``: Slot Attention's T and K at test time (default: the model's, T
+        being its ``eval_iterations`` where set)."""
         raise NotImplementedError
 
     def check(self, dataset: SceneDataset, where: str = "the data") -> None:
@@ -228,7 +228,7 @@ def run_evaluator(
     Batches of ``batch_size`` in order; the slot initialisation noise of batch ``i`` comes from a generator seeded
     with ``seed + i`` (as in validation), so results repeat exactly. ``matching``: the mIoU protocol, "oclf" or
     "lsd" (default: the kind's paper's; the result says which was used). ``num_iterations``, ``num_slots``: Slot
-    Attention's T and K at test time (default: T the model's ``eval_iterations``, else as trained; K as trained; K
+    Attention's T and K at test time (default: the model's, T being its ``eval_iterations`` where set; K can change
     only where the slots are sampled, not learned)."""
     evaluator.check(dataset)
     grouping = getattr(model, "slot_attention", None)

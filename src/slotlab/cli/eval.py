@@ -75,7 +75,8 @@ def cmd_eval(args) -> int:
         matching=args.miou_matching,
     )
     metrics.update(checkpoint=str(args.checkpoint), data=where)
-    if args.num_slots or args.num_iterations:
-        metrics.update(num_slots=args.num_slots, num_iterations=args.num_iterations)
+    eval_iterations = getattr(getattr(model, "slot_attention", None), "eval_iterations", None)  # the model's own T
+    if args.num_slots or args.num_iterations or eval_iterations:
+        metrics.update(num_slots=args.num_slots, num_iterations=args.num_iterations or eval_iterations)
     write_json(metrics, args.out)
     return 0
