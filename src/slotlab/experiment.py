@@ -223,9 +223,7 @@ def _fit(k, config, out_dir, train_set, val_set, resume_path, warm, progress, ca
     # "auto" becomes what runs (and what model/config.json records)
     config.trainer.precision, config.trainer.channels_last = resolve_switches(config, module, train_set)  # type: ignore[assignment]
     config.trainer.compile = resolve_compile(config, module, train_set)
-    module.hparams["config"]["trainer"].update(  # the checkpoints record the choices, for an exact resume
-        {key.partition(".")[2]: getattr(config.trainer, key.partition(".")[2]) for key in AUTO_SWITCHES}
-    )
+    module.hparams["config"] = config.to_dict()  # the checkpoints record what "auto" chose, for an exact resume
     monitor = k.monitor if k.evaluator.can_score(val_set) else None
     trainer = build_trainer(config, out_dir, progress, callbacks, monitor=monitor)
     with warnings.catch_warnings():
