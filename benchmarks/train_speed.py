@@ -8,7 +8,8 @@ reduce-overhead (torch.compile in that mode, CUDA graphs on a GPU: what ``traine
 graphs (CUDA only: the whole step, Adam included, captured once as one CUDA graph and replayed; the ceiling for
 launch-bound models), ema (an exponential moving average of the weights after each step, 0.999, tensor by
 tensor: Lightning's ``EMAWeightAveraging`` as it comes), ema-foreach (the same average in one foreach lerp over
-all tensors; on the CPU demo no faster, so ``trainer.ema_decay`` keeps Lightning's); combine with '+'. Peak
+all tensors; on the CPU demo no faster, so ``trainer.ema_decay`` keeps Lightning's), adam-foreach / adam-fused
+(Adam's foreach or fused implementation; PyTorch's default on a CPU is one tensor at a time); combine with '+'. Peak
 memory: CUDA allocator peak on GPU, process max RSS on CPU.
 """
 
@@ -44,7 +45,8 @@ def bench(preset: str, mode: str, steps: int, warmup: int, batch_size: int | Non
         forward = torch.compile(model, mode="reduce-overhead")
     else:
         forward = torch.compile(model) if "compile" in flags else model
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, capturable=graphs)
+    implementation = {"foreach": True} if "adam-foreach" in flags else {"fused": True} if "adam-fused" in flags else {}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, capturable=graphs, **implementation)
     dtype = torch.bfloat16 if "bf16" in flags else torch.float16 if "fp16" in flags else None
     if "ema" in flags:
         average = AveragedModel(model, use_buffers=True, avg_fn=get_ema_avg_fn(0.999))
