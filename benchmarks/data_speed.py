@@ -10,6 +10,8 @@ tfrecord: records/s decoding Tetrominoes- and clevr_with_masks-sized DeepMind re
 convert:  records/s of `convert_dataset` on a procedural Tetrominoes TFRecord.
 render:   images/s of the CLEVR-like renderer at 128x128 and 320x480.
 generate: images/s of procedural Tetrominoes and Multi-dSprites.
+dataset:  seconds to build the CPU demo's training set (`build_dataset` of tetrominoes_demo's train split, --scenes
+          scenes: generate, masks -> label maps, crop), the part of `slotlab demo` before training starts.
 """
 
 from __future__ import annotations
@@ -125,9 +127,21 @@ def bench_generate(n: int) -> list[dict]:
     return rows
 
 
+def bench_dataset(n: int) -> list[dict]:
+    from slotlab.config import load_config
+    from slotlab.data import build_dataset
+
+    cfg = load_config("tetrominoes_demo", [f"data.train_size={n}"]).data
+    start = time.perf_counter()
+    build_dataset(cfg, "train")
+    seconds = time.perf_counter() - start
+    return [{"bench": "dataset", "preset": "tetrominoes_demo", "images": n, "seconds": round(seconds, 2),
+             "images_per_s": _rate(n, seconds)}]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", nargs="*", default=["store", "tfrecord", "convert", "render", "generate"])
+    p.add_argument("--only", nargs="*", default=["store", "tfrecord", "convert", "render", "generate", "dataset"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--items", type=int, default=8192, help="store: scenes in the store")
     p.add_argument("--resolution", type=int, default=128)
@@ -135,13 +149,15 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=200)
     p.add_argument("--records", type=int, default=2000)
     p.add_argument("--render", type=int, default=512, help="render: scenes at 128x128")
+    p.add_argument("--scenes", type=int, default=100_000, help="dataset: training scenes (the demo's 100k)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         jobs = {"store": lambda: bench_store(tmp, args.items, args.resolution, args.batch_size, args.batches),
                 "tfrecord": lambda: bench_tfrecord(tmp, args.records), "convert": lambda: bench_convert(tmp, args.records),
-                "render": lambda: bench_render(args.render), "generate": lambda: bench_generate(10_000)}
+                "render": lambda: bench_render(args.render), "generate": lambda: bench_generate(10_000),
+                "dataset": lambda: bench_dataset(args.scenes)}
         for name in args.only:
             for row in jobs[name]():
                 print(json.dumps({"threads": args.threads, **row}), flush=True)

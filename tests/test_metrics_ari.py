@@ -9,6 +9,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+from slotlab.data.transforms import masks_to_labels
 from slotlab.metrics.ari import (
     adjusted_rand_index,
     ari,
@@ -214,6 +215,12 @@ def test_masks_one_hot_and_soft_equal_label_maps():
     assert torch.equal(to_labels(true_onehot.to(torch.uint8)), true)
     assert torch.equal(to_labels(true_onehot.float()), true)
     assert torch.equal(to_labels(true), true)  # label maps pass through
+    # ties (and all-zero pixels): the first maximum wins, as numpy's argmax; also for the dataset's masks_to_labels
+    tied = (torch.rand(B, 5, H, W, generator=g) < 0.4).to(torch.uint8)
+    first = torch.from_numpy(tied.numpy().argmax(axis=1))
+    assert torch.equal(to_labels(tied), first) and torch.equal(to_labels(tied.float()), first)
+    assert torch.equal(masks_to_labels(tied), first.to(torch.uint8))
+    assert torch.equal(masks_to_labels(tied.bool()[..., None]), first.to(torch.uint8))  # DeepMind's [N, K, H, W, 1]
 
     for fg in (False, True):
         ref = adjusted_rand_index(true, soft_labels, ignore_background=fg)

@@ -73,7 +73,7 @@ def slot_grid(
     """
     images, reconstruction, masks, rgb = (t.detach().float().cpu() for t in (images, reconstruction, masks, rgb))
     _b, k = masks.shape[:2]
-    pred = masks[:, :, 0].argmax(1)
+    pred = mask_labels(masks[:, :, 0])
     alpha_rgb = (masks * 255).round().to(torch.uint8).expand(-1, -1, 3, -1, -1)
     contents = to_uint8(rgb * masks + (1 - masks))  # white where the slot is absent
     columns = [("input", to_uint8(images)), ("recon", to_uint8(reconstruction)), ("segment", colourise(pred))]

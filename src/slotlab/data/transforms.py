@@ -53,7 +53,8 @@ def masks_to_labels(mask: np.ndarray | Tensor) -> Tensor:
     if m.ndim == 5 and m.shape[-1] == 1:
         m = m[..., 0]
     if m.ndim == 4:
-        return (m.to(torch.uint8) if m.dtype == torch.bool else m).argmax(dim=1).to(torch.uint8)
+        # max's indices are argmax's (the first maximum), many times faster over a non-last dim on CPU
+        return (m.to(torch.uint8) if m.dtype == torch.bool else m).max(dim=1).indices.to(torch.uint8)
     if m.ndim == 3:
         if m.dtype.is_floating_point or m.dtype == torch.bool:
             raise DataError(f"label map must hold integers in 0..255, got {m.dtype}")

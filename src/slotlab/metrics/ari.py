@@ -160,7 +160,8 @@ def to_labels(x: Tensor) -> Tensor:
     if x.dim() == 4:
         if x.dtype == torch.bool:
             x = x.to(torch.uint8)
-        return x.argmax(dim=1)
+        # max's indices are argmax's (the first maximum), many times faster over a non-last dim on CPU
+        return x.max(dim=1).indices
     if x.dim() in (2, 3):
         _check_labels(x, "label map")
         return x

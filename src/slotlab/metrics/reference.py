@@ -40,4 +40,5 @@ def pooled_labels(labels: Tensor, grid: int) -> Tensor:
     one_hot = F.one_hot(index.long(), len(values)).permute(0, 3, 1, 2).float()  # [B, L, H, W]
     coarse = F.adaptive_avg_pool2d(one_hot, grid)
     up = F.interpolate(coarse, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    return values[up.argmax(dim=1)]
+    # max's indices are argmax's (the first maximum), many times faster over a non-last dim on CPU
+    return values[up.max(dim=1).indices]

@@ -205,4 +205,5 @@ def attention_masks(attn: Tensor, size: int) -> Tensor:
 
 def mask_labels(masks: Tensor) -> Tensor:
     """Soft masks [B, K, H, W] -> the argmax slot of every pixel [B, H, W]."""
-    return masks.argmax(dim=1)
+    # max's indices are argmax's (the first maximum), many times faster over a non-last dim on CPU
+    return masks.max(dim=1).indices
