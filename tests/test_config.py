@@ -16,7 +16,7 @@ from slotlab.config import (
 from slotlab.errors import ConfigError
 from slotlab.kinds import KINDS
 from slotlab.models.object_discovery import SlotAutoencoderConfig
-from slotlab.training.schedules import warmup_exponential_decay
+from slotlab.training.schedules import cooldown, warmup_exponential_decay
 
 MODEL_CONFIGS = {name: k.config for name, k in KINDS.items()}  # each kind's model config, from the registry
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -218,6 +218,11 @@ def test_schedule_hand_values():
 def test_schedule_without_warmup():
     assert warmup_exponential_decay(0, 0, 0.5, 100) == 1.0
     assert warmup_exponential_decay(100, 0, 0.5, 100) == pytest.approx(0.5)
+
+
+def test_cooldown_falls_linearly_to_zero_over_the_last_fraction():
+    assert [cooldown(p, 0.25) for p in (0.0, 0.5, 0.75, 0.875, 1.0)] == pytest.approx([1, 1, 1, 0.5, 0])
+    assert cooldown(0.99, 0.0) == 1.0  # off: the papers' schedules
 
 
 def test_schedule_is_increasing_then_decreasing():

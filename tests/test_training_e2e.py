@@ -191,6 +191,33 @@ def test_part_learning_rates_scale_freeze_and_are_checked(tmp_path):
         kind(config.task).build_module(load_config("tetrominoes_demo", ["optim.part_lr={nothing: 0.5}"]))
 
 
+def test_cooldown_follows_the_steps_or_the_clock_whichever_ends_the_run_first():
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    from slotlab.kinds import kind
+
+    config = load_config("tetrominoes_demo", ["optim.warmup_steps=0", "optim.decay_rate=1.0", "optim.max_steps=8",
+                                              "optim.cooldown_fraction=0.5"])
+    module = kind(config.task).build_module(config)
+    optimizers = module.configure_optimizers()
+    schedule = optimizers["lr_scheduler"]["scheduler"]
+    lrs = []
+    for _ in range(8):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizers["optimizer"].step()  # no gradients: nothing moves
+        schedule.step()
+    assert lrs == pytest.approx([2e-3] * 5 + [1.5e-3, 1e-3, 5e-4])  # steps 4..8 of 8: 1, 0.75, 0.5, 0.25
+    # under a time limit the spent share of the time counts when it is ahead of the steps (the timer's elapsed
+    # time is restored from a checkpoint on resume, so a resumed run goes on from where the clock stood)
+    timer = Timer(duration={"seconds": 100})
+    timer.load_state_dict({"time_elapsed": {"train": 75.0}})
+    module.trainer = SimpleNamespace(callbacks=[timer])
+    assert module.progress(0) == pytest.approx(0.75)
+    assert module.progress(7) == pytest.approx(7 / 8)
+
+
 def test_compiled_training_takes_the_eager_steps(tmp_path):
     """``trainer.compile=reduce-overhead`` (CUDA graphs on a GPU; inductor alone here) trains through Lightning and
     takes the same steps as eager training, up to float rounding (with the slots' initial noise drawn as eager draws

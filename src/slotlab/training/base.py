@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import Tensor, nn
 
 from slotlab.data.datasets import SceneDataset
 from slotlab.errors import ConfigError, TrainingError
 from slotlab.evaluation import Evaluator
-from slotlab.training.schedules import warmup_exponential_decay
+from slotlab.training.schedules import cooldown, warmup_exponential_decay
 
 if TYPE_CHECKING:
     from slotlab.config import ExperimentConfig
@@ -142,9 +143,25 @@ class SlotModule(L.LightningModule):
         optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.optimizer]
         optimizer = optimizer_class(parameter_groups(self.model, o.lr, o.part_lr), lr=o.lr, weight_decay=o.weight_decay)
         schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: warmup_exponential_decay(step, o.warmup_steps, o.decay_rate, o.decay_steps)
+            optimizer,
+            lambda step: (
+                warmup_exponential_decay(step, o.warmup_steps, o.decay_rate, o.decay_steps)
+                * cooldown(self.progress(step), o.cooldown_fraction)
+            ),
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def progress(self, step: int) -> float:
+        """How far the run is, in [0, 1]: the larger of ``step / optim.max_steps`` and, under
+        ``trainer.max_time_minutes``, the share of the time spent (Lightning's timer, restored on resume). Only the
+        cooldown reads it; without a time limit it depends on the step alone, so runs stay exactly repeatable."""
+        done = step / self.config.optim.max_steps
+        callbacks = getattr(self._trainer, "callbacks", [])  # Lightning sets the list at run time
+        timer = next((c for c in callbacks if isinstance(c, Timer)), None)
+        if timer is not None and (left := timer.time_remaining()) is not None:
+            spent = timer.time_elapsed()
+            done = max(done, spent / max(spent + left, 1e-9))
+        return min(1.0, done)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
         clip = self.config.optim.grad_clip

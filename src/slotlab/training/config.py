@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from slotlab.fields import NonNegativeFloat, OpenFraction, PositiveFloat, PositiveInt, UnitInterval
+from slotlab.fields import Fraction, NonNegativeFloat, OpenFraction, PositiveFloat, PositiveInt, UnitInterval
 
 Optimizer = Literal["adam", "adamw"]
 # Lightning's precision names; "auto": the faster of fp32 and bf16 here (training/precision.py)
@@ -21,6 +21,9 @@ class OptimConfig:
     warmup_steps: int = 10_000  # <= 0: no warm-up
     decay_rate: UnitInterval = 0.5  # lr * decay_rate ** (step / decay_steps), counted from step 0 (official code)
     decay_steps: PositiveInt = 100_000
+    # the rate falls linearly to zero over this last share of the run, counted in steps of max_steps or, under
+    # trainer.max_time_minutes, in time if that ends the run first (0: no fall, as in the papers)
+    cooldown_fraction: Fraction = 0.0
     grad_clip: PositiveFloat | None = None  # max gradient norm; None = no clipping (paper)
     optimizer: Optimizer = "adam"
     weight_decay: NonNegativeFloat = 0.0  # AdamW's decoupled weight decay (LSD: 0.01)
