@@ -21,6 +21,7 @@ import torch
 from slotlab.cli.main import main
 from slotlab.config import load_config
 from slotlab.data import generate_tetrominoes
+from slotlab.errors import ConfigError
 from slotlab.experiment import train
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -170,6 +171,21 @@ def test_resume_applies_what_can_change_and_refuses_the_rest(tmp_path, capsys):
     assert "max_steps: 4" in record and "val_every_n_steps: 4" in record
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4 and ckpt["hyper_parameters"]["config"]["optim"]["max_steps"] == 4
+
+
+def test_resume_from_an_exported_autoencoder_config_takes_its_estimated_scaling_factor():
+    """An autoencoder's model/experiment.yaml records the scaling factor estimated when training ended; resuming the
+    run from that file is not a change of settings (the resumed run estimates it again), a changed fixed one is."""
+    from slotlab.experiment import resumed_config
+
+    saved = load_config("autoencoder_demo")
+    assert saved.model.scaling_factor is None
+    exported = load_config("autoencoder_demo", ["model.scaling_factor=0.62", "optim.max_steps=4000"])
+    assert resumed_config(saved, exported).model.scaling_factor is None
+    assert resumed_config(saved, exported).optim.max_steps == 4000
+    fixed = load_config("autoencoder_demo", ["model.scaling_factor=0.5"])
+    with pytest.raises(ConfigError, match="model.scaling_factor cannot change on --resume"):
+        resumed_config(fixed, exported)
 
 
 # --------------------------------------------------------------------------- 5: exact resume

@@ -108,6 +108,9 @@ RESUMABLE = frozenset(
 # Settings that "auto" resolves by timing when a run starts; the checkpoint records the choice, and a resumed run
 # asking for "auto" again keeps it (timing anew could pick another, and the resumed steps would differ in the last bits)
 AUTO_SWITCHES = ("trainer.precision", "trainer.channels_last", "trainer.compile")
+# Settings that training itself fills in at its end, recorded in the exported model/experiment.yaml: resuming from
+# that file asks for the estimate, where the checkpoint has None; the resumed run keeps None and estimates again
+ESTIMATED = ("model.scaling_factor",)
 
 
 def _flat(values: dict, prefix: str = "") -> dict[str, Any]:
@@ -127,6 +130,9 @@ def resumed_config(saved: ExperimentConfig, asked: ExperimentConfig) -> Experime
     for key in AUTO_SWITCHES:  # "auto" was resolved when the run started: the resumed half takes the same choice
         if new.get(key) == "auto":
             new[key] = old.get(key)
+    for key in ESTIMATED:
+        if old.get(key) is None:
+            new[key] = None
     changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k not in RESUMABLE]
     if changed:
         k = changed[0]
