@@ -212,6 +212,26 @@ def test_resumed_training_equals_uninterrupted_training_bit_for_bit(name, tmp_pa
         assert torch.equal(a, b), k
 
 
+def test_resumed_autoencoder_estimates_its_scaling_factor_again(tmp_path):
+    """The checkpoint of the first half carries that half's estimate; the resumed run trains on, so it estimates the
+    factor again at its end, and gets the uninterrupted run's."""
+    tiny = ["model.resolution=16", "data.resolution=16", "model.block_out_channels=[8,16]", "model.norm_num_groups=4",
+            "optim.batch_size=4", "data.train_size=8", "data.val_size=4", "trainer.max_time_minutes=null",
+            "trainer.precision=32-true", "trainer.channels_last=false", "trainer.val_every_n_steps=100",
+            "trainer.checkpoint_every_n_steps=3", "optim.warmup_steps=0"]
+    straight = train(load_config("autoencoder_demo", [*tiny, "optim.max_steps=6"]), tmp_path / "a", progress=False)
+    half = train(load_config("autoencoder_demo", [*tiny, "optim.max_steps=3"]), tmp_path / "b", progress=False)
+    first = half.module.model.config.scaling_factor
+    from slotlab.checkpoints import load_trained
+
+    assert load_trained(tmp_path / "b" / "checkpoints" / "last.ckpt")[0].config.scaling_factor == first
+    resumed = train(load_config("autoencoder_demo", [*tiny, "optim.max_steps=6"]), tmp_path / "b", resume="last",
+                    progress=False)
+    value = resumed.module.model.config.scaling_factor
+    assert value == straight.module.model.config.scaling_factor and value != first
+    assert json.loads((tmp_path / "b" / "model" / "image_autoencoder.json").read_text())["scaling_factor"] == value
+
+
 def test_resume_keeps_what_auto_chose_and_goes_on_bit_for_bit(tmp_path, capsys):
     """The checkpoint records what "auto" chose; a resume asking "auto" again takes that choice without timing."""
     from slotlab.checkpoints import config_of_checkpoint, read_checkpoint

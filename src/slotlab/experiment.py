@@ -27,6 +27,7 @@ from slotlab.errors import ConfigError
 from slotlab.io import LOCK_FILE, FolderLock, atomic_write_text
 from slotlab.kinds import kind
 from slotlab.training.base import SlotModule
+from slotlab.training.checkpoint_io import patch_checkpoint
 from slotlab.training.precision import resolve_compile, resolve_switches
 from slotlab.training.trainer import (
     BEST_CHECKPOINT,
@@ -245,8 +246,8 @@ def _fit(k, config, out_dir, train_set, val_set, resume_path, warm, progress, ca
             raise
     if trainer.interrupted:
         raise KeyboardInterrupt
-    if module.resave_last_checkpoint and trainer.is_global_zero:  # e.g. with the autoencoder's scaling factor
-        trainer.save_checkpoint(out_dir / "checkpoints" / LAST_CHECKPOINT)
+    if (entries := module.end_of_fit_state()) and trainer.is_global_zero:  # the autoencoder's scaling factor
+        patch_checkpoint(out_dir / "checkpoints" / LAST_CHECKPOINT, entries)
     model_dir = out_dir / "model"
     if trainer.is_global_zero:
         save_trained(module.model, config, model_dir)

@@ -1,9 +1,11 @@
 """Lightning module that trains our own image autoencoder (the first stage of Latent Slot Diffusion).
 
 The scaling factor of the latents is estimated when fitting ends (:meth:`AutoencoderModule.on_train_end`, on every
-DDP rank with the statistics summed over ranks): 1 / std of posterior samples of up to 16 training batches, written
-into ``self.model.config.scaling_factor`` and the model's ``latent_scale`` buffer, so that ``save_pretrained`` and
-checkpoints saved afterwards carry it (loading such a checkpoint puts it back into the config).
+DDP rank with the statistics summed over ranks; a resumed run estimates it again): 1 / std of posterior samples of
+up to 16 training batches, written into ``self.model.config.scaling_factor`` and the model's ``latent_scale`` buffer,
+so that ``save_pretrained`` carries it. ``last.ckpt``, written before, gets the buffer patched in
+(:meth:`AutoencoderModule.end_of_fit_state`) and keeps the training state of the last step, so a resumed run goes on
+exactly (loading puts the factor back into the config).
 """
 
 from __future__ import annotations
@@ -21,7 +23,12 @@ class AutoencoderModule(SlotModule):
     """
 
     scaling_batches = 16  # training batches that the scaling factor is estimated from
-    resave_last_checkpoint = True  # last.ckpt again after fitting, now with the scaling factor
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # decided now, before a resumed run loads its checkpoint (which carries the first half's estimate into the
+        # model's config): the latents change as training goes on, so the factor is estimated again at the end
+        self.estimate_scaling = self.model.needs_scaling_estimate
 
     def training_step(self, batch, batch_idx):
         out = self._forward(self._images(batch))
@@ -31,8 +38,13 @@ class AutoencoderModule(SlotModule):
         return out.loss
 
     def on_train_end(self):
-        if self.model.needs_scaling_estimate and self._trainer is not None:
-            self.finalize_scaling(self.trainer.train_dataloader)
+        if self.estimate_scaling and self._trainer is not None:
+            # the global RNG as training left it (iterating a loader draws from it)
+            with torch.random.fork_rng():
+                self.finalize_scaling(self.trainer.train_dataloader)
+
+    def end_of_fit_state(self):
+        return {"model.latent_scale": self.model.latent_scale.clone()} if self.estimate_scaling else {}
 
     @torch.no_grad()
     def finalize_scaling(self, dataloader, max_batches: int | None = None) -> float:

@@ -71,7 +71,11 @@ class SlotModule(L.LightningModule):
     on every batch and logs its metrics (``val/...``) at the end of the epoch."""
 
     needs: ClassVar[tuple[str, ...]] = ()  # batch fields the training step reads beside "image" (e.g. "targets")
-    resave_last_checkpoint: ClassVar[bool] = False  # fitting changes the model at its end: save last.ckpt again
+
+    def end_of_fit_state(self) -> dict[str, Tensor]:
+        """State-dict entries that fitting set at its very end, after ``last.ckpt`` was written (the autoencoder's
+        scaling factor); :func:`slotlab.training.checkpoint_io.patch_checkpoint` writes them into it. None here."""
+        return {}
 
     @classmethod
     def check_data(cls, config: ExperimentConfig, train_set: SceneDataset) -> None:

@@ -33,3 +33,27 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         if map_location is None:
             return super().load_checkpoint(path, weights_only=True)
         return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+
+
+def patch_checkpoint(path: Path, entries: dict[str, torch.Tensor]) -> None:
+    """Replace state-dict ``entries`` in the checkpoint at ``path`` (written atomically), wherever a dict in it holds
+    them under their name or ending in ``.name`` (the module's weights and, with an EMA, the averaged copy); every
+    other part, the loops' progress included, stays as written. No file: nothing to do."""
+    if not path.is_file():
+        return
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+
+    def patch(node: Any) -> None:
+        if isinstance(node, dict):
+            for key in list(node):
+                name = next((n for n in entries if key == n or (isinstance(key, str) and key.endswith("." + n))), None)
+                if name is not None and isinstance(node[key], torch.Tensor):
+                    node[key] = entries[name].to(node[key].device, node[key].dtype)
+                else:
+                    patch(node[key])
+        elif isinstance(node, (list, tuple)):
+            for item in node:
+                patch(item)
+
+    patch(checkpoint)
+    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
