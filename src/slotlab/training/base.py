@@ -146,13 +146,12 @@ class SlotModule(L.LightningModule):
         o = self.config.optim
         optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.optimizer]
         optimizer = optimizer_class(parameter_groups(self.model, o.lr, o.part_lr), lr=o.lr, weight_decay=o.weight_decay)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer,
-            lambda step: (
-                warmup_exponential_decay(step, o.warmup_steps, o.decay_rate, o.decay_steps)
-                * cooldown(self.progress(step), o.cooldown_fraction)
-            ),
-        )
+
+        def multiplier(step: int) -> float:
+            rate = warmup_exponential_decay(step, o.warmup_steps, o.decay_rate, o.decay_steps)
+            return rate * cooldown(self.progress(step), o.cooldown_fraction) if o.cooldown_fraction else rate
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def progress(self, step: int) -> float:
