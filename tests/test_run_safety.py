@@ -212,11 +212,12 @@ def test_resumed_training_equals_uninterrupted_training_bit_for_bit(name, tmp_pa
         assert torch.equal(a, b), k
 
 
-def test_resumed_autoencoder_estimates_its_scaling_factor_again(tmp_path):
+@pytest.mark.parametrize("ema", [[], ["trainer.ema_decay=0.5"]], ids=["plain", "ema"])
+def test_resumed_autoencoder_estimates_its_scaling_factor_again(tmp_path, ema):
     """The checkpoint of the first half carries that half's estimate; the resumed run trains on, so it estimates the
-    factor again at its end, and gets the uninterrupted run's."""
-    tiny = ["model.resolution=16", "data.resolution=16", "model.block_out_channels=[8,16]", "model.norm_num_groups=4",
-            "optim.batch_size=4", "data.train_size=8", "data.val_size=4", "trainer.max_time_minutes=null",
+    factor again at its end, and gets the uninterrupted run's (with an EMA too, whose averaged copy is patched)."""
+    tiny = [*ema, "model.resolution=16", "data.resolution=16", "model.block_out_channels=[8,16]",
+            "model.norm_num_groups=4", "optim.batch_size=4", "data.train_size=8", "data.val_size=4", "trainer.max_time_minutes=null",
             "trainer.precision=32-true", "trainer.channels_last=false", "trainer.val_every_n_steps=100",
             "trainer.checkpoint_every_n_steps=3", "optim.warmup_steps=0"]
     straight = train(load_config("autoencoder_demo", [*tiny, "optim.max_steps=6"]), tmp_path / "a", progress=False)

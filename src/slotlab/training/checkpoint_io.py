@@ -41,7 +41,8 @@ def patch_checkpoint(path: Path, entries: dict[str, torch.Tensor]) -> None:
     other part, the loops' progress included, stays as written. No file: nothing to do."""
     if not path.is_file():
         return
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    storage = AtomicCheckpointIO()
+    checkpoint = storage.load_checkpoint(path, map_location="cpu")
 
     def patch(node: Any) -> None:
         if isinstance(node, dict):
@@ -56,4 +57,4 @@ def patch_checkpoint(path: Path, entries: dict[str, torch.Tensor]) -> None:
                 patch(item)
 
     patch(checkpoint)
-    AtomicCheckpointIO().save_checkpoint(checkpoint, path)
+    storage.save_checkpoint(checkpoint, path)
