@@ -224,12 +224,17 @@ class SlotAttention(nn.Module):
         """Whether K is fixed by the weights (learned queries) rather than free at every call (sampled slots)."""
         return self.init == "learned"
 
+    @property
+    def test_iterations(self) -> int:
+        """T in eval mode when a call does not say: ``eval_iterations`` where set, else ``num_iterations``."""
+        return self.eval_iterations or self.num_iterations
+
     def counts(self, num_slots: int | None, num_iterations: int | None, slots: Tensor | None) -> tuple[int, int]:
         """K and T of a call: given, else the explicit slots' number / the module's defaults (T in eval mode:
         ``eval_iterations`` when set)."""
         num_slots = num_slots or (slots.shape[1] if slots is not None else self.num_slots)
         if num_iterations is None:
-            num_iterations = self.eval_iterations if not self.training and self.eval_iterations else self.num_iterations
+            num_iterations = self.num_iterations if self.training else self.test_iterations
         if num_iterations < 1:
             raise ValueError("num_iterations must be >= 1")
         return num_slots, num_iterations
