@@ -16,6 +16,7 @@ from slotlab.concepts import ConceptLibrary, collect_slots, compose
 from slotlab.data.datasets import SceneDataset
 from slotlab.editing import (
     decode_slots,
+    edit_image,
     encode_slots,
     grow_region,
     insert_slot,
@@ -26,6 +27,7 @@ from slotlab.editing import (
     slot_segment,
 )
 from slotlab.errors import DataError
+from slotlab.models import Sampling
 from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderConfig
 from tiny import tiny_autoencoder, tiny_lsd
 
@@ -127,6 +129,24 @@ def test_decode_slots_lsd(tmp_path):
     torch.testing.assert_close(decode_slots(model, slots, steps=2, seed=3, autoencoder=ae), out)  # seeded
     assert not torch.allclose(decode_slots(model, slots, steps=2, seed=4, autoencoder=ae), out)
     assert decode_slots(model, slots[0, :1], steps=2, sampler="ddim", autoencoder=ae).shape == (1, 3, 16, 16)
+
+
+def test_a_slot_index_names_the_same_slot_in_every_edit(tmp_path):
+    """Each image is encoded alone with the edit's seed: slot j of the source image in a swap or an insertion is the
+    slot j of that image encoded by itself (what a remove on it, or `slotlab app`, shows), whichever image it is
+    paired with."""
+    model = tiny_lsd(tmp_path)
+    a, b, c = (torch.from_numpy(im).permute(2, 0, 1).float() / 127.5 - 1 for im in random_images(3))
+    alone = {name: encode_slots(model, im[None], torch.Generator().manual_seed(5)) for name, im in zip("abc", (a, b, c))}
+    sampling = Sampling(steps=1)
+    swap = edit_image(model, a, "replace", slot=0, source=b, source_slot=1, sampling=sampling, seed=5)
+    torch.testing.assert_close(swap.slots, alone["a"].slots[0])
+    torch.testing.assert_close(swap.edited[0], alone["b"].slots[0, 1])
+    torch.testing.assert_close(swap.masks[1], alone["b"].masks[0])
+    insert = edit_image(model, c, "insert", source=b, source_slot=1, sampling=sampling, seed=5)
+    torch.testing.assert_close(insert.edited[-1], alone["b"].slots[0, 1])  # the same slot of b, paired with c
+    remove = edit_image(model, b, "remove", slot=1, sampling=sampling, seed=5)
+    torch.testing.assert_close(remove.slots, alone["b"].slots[0])
 
 
 def test_compose_from_library(tmp_path):

@@ -289,8 +289,10 @@ def edit_image(
     sampling = sampling or Sampling()
     device = next(model.parameters()).device
     images = torch.stack([image] + ([source] if source is not None else [])).to(device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    enc = encode_slots(model, images, g)
+    # each image encoded alone with slot noise from ``seed``: slot j of an image is the same slot in every edit, in
+    # `slotlab app` and in a remove on that image alone, whichever image it is paired with
+    encoded = [encode_slots(model, im[None], torch.Generator(device=device).manual_seed(seed)) for im in images]
+    enc = EncodedSlots(torch.cat([e.slots for e in encoded]), torch.cat([e.masks for e in encoded]), encoded[0].source)
     slots, masks = enc.slots[0], enc.masks[0]
     i = j = None
     if op == "remove":
