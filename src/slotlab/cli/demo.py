@@ -12,7 +12,7 @@ def add_demo(sub) -> None:
         description="--task object_discovery (default): procedural Tetrominoes end to end with the "
         "tetrominoes_demo preset: generate data, train, evaluate on 320 held-out scenes, write "
         "metrics.json, the model and PNG grids. --task lsd: procedural textured scenes, the image "
-        "autoencoder (autoencoder_demo), the Slot Attention autoencoder (clevrtex_sa_demo, 12 min) whose "
+        "autoencoder (autoencoder_demo, 22 min), the Slot Attention autoencoder (clevrtex_sa_demo, 6 min) whose "
         "encoder and Slot Attention start LSD, then Latent Slot Diffusion on the latents (lsd_demo), then "
         "FG-ARI/mBO/mIoU on held-out scenes and reconstructions from slots.",
     )
@@ -40,7 +40,7 @@ def add_demo(sub) -> None:
     p.add_argument(
         "--minutes",
         type=float,
-        help="training time budget in minutes (default: the preset's: 8.5 for object discovery, 28 for the LSD stage)",
+        help="training time budget in minutes (default: the preset's: 8.5 for object discovery, 20 for the LSD stage)",
     )
     add_seed(p, "the data, the weights and the slot noise")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the demo preset")
