@@ -80,7 +80,7 @@ def object_discovery_demo(
     return metrics
 
 
-# The LSD demo's Slot Attention stage: its validation FG-ARI peaks at 2,000 steps (5.5 minutes on 2 cores) and that
+# The LSD demo's Slot Attention stage: its validation FG-ARI peaks at 2,000 steps (about 5 minutes on 2 cores) and that
 # checkpoint starts LSD; the minutes of the hour go to the image autoencoder instead (docs/lsd.md, round 6).
 SLOT_ATTENTION_STAGE_MINUTES = 6.0
 
