@@ -1,6 +1,7 @@
 """trainer.precision=auto and trainer.channels_last=auto: time the run's own training steps in each open
 combination and keep the fastest, leaving the weights, the layout and the random state as they were."""
 
+import pytest
 import torch
 
 from slotlab.checkpoints import load_trained
@@ -103,3 +104,24 @@ def test_compile_auto_stays_eager_where_compiling_fails(one_thread, monkeypatch)
     assert lines == ["trainer auto compile: torch.compile failed (InductorError: no C++ compiler found) -> eager"]
     assert module._forward == module.model.forward
     assert resolve_compile(load_config("tetrominoes_demo", [*TINY, "trainer.compile=true"]), module, data) is True
+
+
+def test_precisions_the_probe_cannot_time_are_left_as_set(one_thread):
+    config, module, data = _module_and_data("trainer.precision=bf16-true", "trainer.channels_last=auto",
+                                            "trainer.compile=auto")
+    assert resolve_switches(config, module, data, report=lambda line: 1 / 0) == ("bf16-true", False)
+    assert resolve_compile(config, module, data, report=lambda line: 1 / 0) is False
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_on_a_gpu_the_layout_and_compile_are_timed_there_and_the_module_comes_home(one_thread):
+    config, module, data = _module_and_data("trainer.accelerator=gpu", "trainer.precision=auto",
+                                            "trainer.channels_last=auto", "trainer.compile=auto")
+    lines = []
+    precision, channels_last = resolve_switches(config, module, data, steps=1, rounds=1, report=lines.append)
+    assert precision == ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed")
+    assert lines[0].count("steps/s") == 2 and "32-true" not in lines[0]
+    config.trainer.precision, config.trainer.channels_last = precision, channels_last
+    assert resolve_compile(config, module, data, steps=1, rounds=1, report=lines.append) in (True, False)
+    assert lines[1].startswith("trainer auto compile:")
+    assert all(p.device.type == "cpu" for p in module.parameters())  # Lightning moves it when training starts
