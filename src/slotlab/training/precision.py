@@ -44,6 +44,11 @@ def _one_process(config: ExperimentConfig) -> bool:
     return t.num_nodes == 1 and t.devices in (1, "1", "auto")
 
 
+def _first_batch(config: ExperimentConfig, dataset) -> dict:
+    """The batch every probe times: the first ``optim.batch_size`` training scenes."""
+    return dataset[torch.arange(min(len(dataset), config.optim.batch_size))]
+
+
 def resolve_switches(
     config: ExperimentConfig, module, dataset, steps: int = 3, rounds: int = 2, report=print
 ) -> tuple[str, bool]:
@@ -63,7 +68,7 @@ def resolve_switches(
     if len(candidates) == 1:
         module.set_channels_last(candidates[0][1])
         return candidates[0]
-    batch = dataset[torch.arange(min(len(dataset), config.optim.batch_size))]
+    batch = _first_batch(config, dataset)
     rates = time_candidates(module, batch, candidates, steps, rounds, device=device)
     best = max(rates, key=lambda c: rates[c])
     module.set_channels_last(best[1])
@@ -82,15 +87,15 @@ def resolve_compile(
     """``config.trainer.compile`` with "auto" replaced by True or False: True when compiled training steps (with the
     precision and layout already resolved) are faster than eager ones, timed on the first training batch on the run's
     device and reported in one line; then ``module`` trains with the compiled forward the probe built. A compile that
-    fails is reported and leaves training eager. With several processes, or a precision the probe cannot time, it stays
-    eager untimed (ranks agree)."""
+    fails is reported and leaves training eager. With several processes (ranks must agree), or a precision the probe
+    cannot time, it stays eager untimed."""
     t = config.trainer
     if t.compile != "auto":
         return t.compile
     if not _one_process(config) or t.precision not in AUTOCAST:
         return False
     device = probe_device(config)
-    batch = dataset[torch.arange(min(len(dataset), config.optim.batch_size))]
+    batch = _first_batch(config, dataset)
     candidate = (t.precision, bool(t.channels_last))
     graphed = compiled(module.model.forward, True)
     start = time.perf_counter()
