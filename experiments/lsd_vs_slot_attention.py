@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = json.loads((args.demo / "metrics.json").read_text())
     minutes = args.minutes or round((demo["lsd_train_seconds"] + demo.get("slot_attention_train_seconds", 0)) / 60, 2)
     lsd, lsd_config = load_trained(args.demo / "lsd" / "model")
-    store = lsd_config.data.path
+    store = demo.get("data", lsd_config.data.path)  # the scenes (LSD trains on their cached latents)
     sa_config = load_config(
         "clevrtex_sa_demo",
         [

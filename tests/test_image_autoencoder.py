@@ -186,6 +186,17 @@ def test_cache_latents(model, tmp_path):
     assert a["latents"].dtype == np.float16 and np.array_equal(a["latents"], b["latents"])
     assert not np.array_equal(a["latents"], store["latents"].astype(np.float16))
     assert isinstance(Store(tmp_path / "s0"), Store)
+    # the posterior: its mode as the latents, and the standard deviation that a sample of encode() scales eps by
+    post = cache_latents(model, data, tmp_path / "post", batch_size=2, progress=False, posterior=True)
+    assert set(post.fields) == {"latents", "latents_std", "image", "labels", "targets"}
+    assert post.attrs["latents_from"] == "posterior" and np.array_equal(post["latents"], store["latents"])
+    mean, std = torch.from_numpy(np.array(post["latents"])), torch.from_numpy(np.array(post["latents_std"]))
+    with torch.no_grad():
+        drawn = model.encode(data[torch.arange(5)]["image"], sample=True, generator=torch.Generator().manual_seed(3))
+    eps = torch.randn(mean.shape, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(mean + std * eps, drawn, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="exclude each other"):
+        cache_latents(model, data, tmp_path / "both", progress=False, sample=True, posterior=True)
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log")

@@ -154,6 +154,15 @@ def test_lsd_module_steps_with_on_the_fly_latents():
     assert torch.isfinite(loss)
     module.validation_step(batch, 0)
     assert module.val_metrics.compute()["num_objects"] > 0
+    # a cached posterior gives the sample that encoding on the fly draws from the same random stream
+    with torch.no_grad():
+        mean, std = ae.encode_posterior(batch["image"])
+    torch.manual_seed(5)
+    on_the_fly = module.latents(batch)
+    torch.manual_seed(5)
+    cached = module.latents({**batch, "latents": mean, "latents_std": std})
+    torch.testing.assert_close(cached, on_the_fly, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(cached, mean)
 
 
 def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
@@ -174,6 +183,12 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     assert metrics["warm_start"] == str(out / "slot_attention" / "model")
     lsd_config = yaml.safe_load((out / "lsd" / "model" / "experiment.yaml").read_text())
     assert lsd_config["trainer"]["init_from"] == str((out / "slot_attention" / "model").resolve())
+    # LSD trained on the autoencoder's posterior, cached once per scene of the demo's store
+    from slotlab.data.store import Store
+
+    posterior = Store(out / "latents")
+    assert posterior.attrs["latents_from"] == "posterior" and len(posterior) == 40 and "latents_std" in posterior
+    assert lsd_config["data"]["path"] == str(out / "latents") and metrics["data"] == str(out / "data")
     for k in ("fg_ari", "mbo_objects", "mbo_images", "miou_objects", "miou_images"):
         assert 0 <= metrics[k] <= 1, k
     assert metrics["autoencoder"]["psnr"] > 0
@@ -212,8 +227,6 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     # latent caching: encode the demo's store once, then train LSD on the cached latents
     assert main(["data", "cache-latents", str(out / "autoencoder" / "model"), str(out / "data"), str(out / "lat"),
                  "--no-progress"]) == 0
-    from slotlab.data.store import Store
-
     cached = Store(out / "lat")
     assert cached["latents"].shape == (40, 4, 16, 16) and "labels" in cached
     assert main(["train", "lsd_demo", "--out", str(out / "cached-run"), "--no-progress", f"data.path={out / 'lat'}",

@@ -4,7 +4,8 @@
   test scenes with the weights of the best validation FG-ARI, a PNG grid.
 - :func:`lsd_demo`: procedural textured scenes rendered into a store, LSD's image autoencoder
   (``autoencoder_demo``), the Slot Attention autoencoder (``clevrtex_sa_demo``) whose encoder and Slot Attention
-  start LSD, then Latent Slot Diffusion on the latents (``lsd_demo``), FG-ARI / mBO / mIoU on held-out scenes,
+  start LSD, then Latent Slot Diffusion on the autoencoder's latents (its posterior cached once per scene,
+  a fresh sample drawn each step; ``lsd_demo``), FG-ARI / mBO / mIoU on held-out scenes,
   reconstructions.
 
 Each writes ``metrics.json`` into its folder and returns the metrics.
@@ -20,10 +21,12 @@ from pathlib import Path
 from slotlab.checkpoints import checkpoint_step, load_trained, save_trained
 from slotlab.config import load_config
 from slotlab.data.convert import write_procedural_store
-from slotlab.data.registry import build_dataset
+from slotlab.data.latents import cache_latents
+from slotlab.data.registry import build_dataset, store_dataset
 from slotlab.evaluation import evaluate_autoencoder, evaluate_lsd, evaluate_object_discovery
 from slotlab.experiment import BEST_CHECKPOINT, train
 from slotlab.io import write_json
+from slotlab.models.image_autoencoder import load_image_autoencoder
 from slotlab.visualize import draw_lsd_grid, draw_model_grid
 
 Report = Callable[[str], None]
@@ -98,8 +101,10 @@ def lsd_demo(
     """LSD on procedural scenes, in stages: the image autoencoder (``autoencoder_demo``); the Slot Attention
     autoencoder (``clevrtex_sa_demo``, :data:`SLOT_ATTENTION_STAGE_MINUTES`), whose encoder and Slot Attention start
     LSD (``warm_start``; without it LSD starts from scratch and this stage is skipped); Latent Slot Diffusion on the
-    autoencoder's latents (``lsd_demo``). Then the segmentation metrics on held-out scenes (of LSD and of the Slot
-    Attention stage it started from), reconstructions and the curves."""
+    autoencoder's latents (``lsd_demo``; the encoder's posterior is cached once per scene in ``out/latents``, and
+    each step draws its sample from it, as encoding on the fly would, without the encoder's cost). Then the
+    segmentation metrics on held-out scenes (of LSD and of the Slot Attention stage it started from), reconstructions
+    and the curves."""
     start = time.monotonic()
     out = Path(out)
     seeds = [f"trainer.seed={seed}"]
@@ -119,7 +124,21 @@ def lsd_demo(
     ae_cfg = load_config("autoencoder_demo", [*seeds, *on_data, *autoencoder_overrides])
     report(f"stage 1 of {stages}: image autoencoder for up to {ae_cfg.trainer.max_time_minutes} min")
     ae_run = train(ae_cfg, out / "autoencoder", overwrite=True)  # run again, the demo keeps the scenes, not the runs
-    lsd_overrides = [*seeds, *on_data, f"model.autoencoder={ae_run.model_dir.resolve()}"]
+    autoencoder_ref = str(ae_run.model_dir.resolve())
+    # the encoder's posterior once per scene: LSD draws its latent samples from it instead of encoding every step
+    latents = cache_latents(
+        load_image_autoencoder(autoencoder_ref).eval(),  # the exported weights LSD decodes with
+        store_dataset(data),
+        out / "latents",
+        progress=False,
+        posterior=True,
+        attrs={
+            "dataset": data.attrs.get("dataset"),
+            "crop": data.attrs.get("crop"),
+            "autoencoder_ref": autoencoder_ref,
+        },
+    )
+    lsd_overrides = [*seeds, *on_data, f"data.path={latents.root}", f"model.autoencoder={autoencoder_ref}"]
     metrics: dict = {}
     if warm_start:
         sa_cfg = load_config(
@@ -150,6 +169,7 @@ def lsd_demo(
         slot_attention_train_seconds=metrics["slot_attention"]["train_seconds"] if warm_start else 0.0,
         seconds=round(time.monotonic() - start, 1),
         model=str(run.model_dir),
+        data=str(data.root),
         autoencoder_model=str(ae_run.model_dir),
         warm_start=str(sa_run.model_dir) if warm_start else None,
         selection="checkpoint with the best validation FG-ARI" if _best(run).is_file() else "final weights",

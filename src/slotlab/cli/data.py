@@ -73,12 +73,19 @@ def add_data(sub) -> None:
         help="LSD: encode a store's images once with a frozen autoencoder",
         description="Encode every image of the store SRC with an image autoencoder (a slotlab "
         "autoencoder folder, a diffusers folder or a hub id) and write a store DST holding latents "
-        "(posterior mode), images and labels. LSD training on data.path=DST skips the encoder.",
+        "(posterior mode; with --posterior also its standard deviation), images and labels. LSD training on "
+        "data.path=DST skips the encoder.",
     )
     q.add_argument("autoencoder", help="autoencoder folder (e.g. runs/ae/model) or hub id")
     q.add_argument("src", help="a store from `slotlab data convert` or `generate --store`")
     q.add_argument("dst")
     number(q, "--batch-size", minimum=1, type=int, default=64)
+    q.add_argument(
+        "--posterior",
+        action="store_true",
+        help="store the posterior's mean and standard deviation: LSD training then draws a fresh latent sample each "
+        "step, as when it encodes on the fly (default: the mode only)",
+    )
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_cache_latents)
 
@@ -246,6 +253,7 @@ def cmd_cache_latents(args) -> int:
         args.dst,
         args.batch_size,
         progress=not args.no_progress,
+        posterior=args.posterior,
         attrs={
             "dataset": source.attrs.get("dataset"),
             "crop": source.attrs.get("crop"),

@@ -8,7 +8,11 @@ The result is an ordinary store (:mod:`slotlab.data.store`) with the fields
 
 so ``slotlab.data.registry.store_dataset`` serves batches ``{"image", "labels", "latents", ...}``.
 
-Deterministic: by default the latents are the posterior mode (mean). With ``sample=True`` they are posterior
+- ``latents_std`` float32 or float16 [C, R/f, R/f] with ``posterior=True``: the posterior's scaled standard deviation,
+
+Deterministic: by default the latents are the posterior mode (mean). With ``posterior=True`` the store also holds
+the standard deviation, and LSD training draws a fresh posterior sample each step (``latents + latents_std * eps``),
+as when it encodes on the fly, without running the encoder. With ``sample=True`` they are posterior
 samples drawn with a generator seeded by ``seed + index of the batch's first item`` (so the same arguments give the
 same latents, also when an interrupted run is resumed; the batch size is then part of the store's identity).
 Caching resumes where it stopped when run again with the same arguments (:class:`StoreWriter`).
@@ -44,6 +48,8 @@ class ImageAutoencoder(Protocol):
         self, images: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None
     ) -> torch.Tensor: ...
 
+    def encode_posterior(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
     def fingerprint(self) -> str: ...
 
     def parameters(self) -> Any: ...
@@ -55,7 +61,7 @@ class ImageAutoencoder(Protocol):
     def train(self, mode: bool = True) -> Any: ...
 
 
-RESERVED = ("latents", "image", "labels")
+RESERVED = ("latents", "latents_std", "image", "labels")
 
 
 def _numpy(a, index: slice) -> np.ndarray:
@@ -71,6 +77,7 @@ def latent_store_attrs(
     batch_size: int = 64,
     dtype: str = "float32",
     extra: dict | None = None,
+    posterior: bool = False,
 ) -> dict:
     """What identifies a latent cache: the autoencoder (config, scaling factor, weights hash), data size, sampling."""
     attrs = {
@@ -81,7 +88,9 @@ def latent_store_attrs(
         "resolution": dataset.resolution,
         "items": len(dataset),
         "latent_dtype": dtype,
-        "latents_from": {"sample": True, "seed": seed, "batch_size": batch_size} if sample else "mode",
+        "latents_from": (
+            {"sample": True, "seed": seed, "batch_size": batch_size} if sample else "posterior" if posterior else "mode"
+        ),
     }
     return attrs | (extra or {})
 
@@ -97,13 +106,19 @@ def cache_latents(
     seed: int = 0,
     dtype: str = "float32",
     attrs: dict | None = None,
+    posterior: bool = False,
 ) -> Store:
     """Encode every image of ``dataset`` with ``autoencoder`` (on its device) and write the store ``dst``.
+
+    ``posterior``: store the posterior's mean and standard deviation (``latents``, ``latents_std``) so that LSD
+    training draws a fresh sample each step; ``sample``: store one posterior sample per image; neither: the mode.
 
     ``attrs``: more entries for the store's identity (e.g. the source store's path). Returns the finished store.
     """
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
+    if sample and posterior:
+        raise ValueError("sample and posterior exclude each other: one sample per image, or the posterior to draw from")
     f = autoencoder.downsample
     if dataset.resolution % f:
         raise DataError(f"images of side {dataset.resolution} are not divisible by the autoencoder's factor {f}")
@@ -111,7 +126,9 @@ def cache_latents(
     if clash:
         raise DataError(f"the dataset's extra field(s) {clash} clash with the latent store's fields {list(RESERVED)}")
     with FolderLock(dst, "data cache-latents"):
-        writer = StoreWriter(dst, latent_store_attrs(autoencoder, dataset, sample, seed, batch_size, dtype, attrs))
+        writer = StoreWriter(
+            dst, latent_store_attrs(autoencoder, dataset, sample, seed, batch_size, dtype, attrs, posterior)
+        )
         if writer.complete:
             return Store(dst)
         device = next(autoencoder.parameters()).device
@@ -125,12 +142,16 @@ def cache_latents(
             for start in range(writer.count, n, batch_size):
                 index = slice(start, min(start + batch_size, n))
                 images = dataset[torch.arange(index.start, index.stop)]["image"].to(device)
-                if sample:
+                items = {"image": _numpy(dataset.images, index)}
+                if posterior:
+                    latents, std = autoencoder.encode_posterior(images)
+                    items["latents_std"] = std.float().cpu().numpy().astype(dtype)
+                elif sample:
                     g = torch.Generator(device=device).manual_seed(seed + start)
                     latents = autoencoder.encode(images, sample=True, generator=g)
                 else:
                     latents = autoencoder.encode(images, sample=False)
-                items = {"latents": latents.float().cpu().numpy().astype(dtype), "image": _numpy(dataset.images, index)}
+                items["latents"] = latents.float().cpu().numpy().astype(dtype)
                 if dataset.labels is not None:
                     items["labels"] = _numpy(dataset.labels, index)
                 items.update({k: _numpy(v, index) for k, v in dataset.extra.items()})

@@ -138,6 +138,12 @@ class ImageAutoencoder(SavedModel, tags=["autoencoder"]):
         z = dist.sample(generator) if sample else dist.mode()
         return (z - self._shift()) * self.scaling_factor
 
+    def encode_posterior(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """images [B, 3, H, W] -> the scaled posterior's mean and standard deviation, [B, C, H/f, W/f] each:
+        ``mean + std * eps`` with ``eps ~ N(0, 1)`` is a sample :meth:`encode` draws."""
+        dist = self.posterior(images)
+        return (dist.mode() - self._shift()) * self.scaling_factor, dist.std * self.scaling_factor
+
     def decode(self, latents: Tensor, clamp: bool = False) -> Tensor:
         """Scaled latents [B, C, h, w] -> images [B, 3, h f, w f] in [-1, 1] space (clamped if ``clamp``)."""
         images = self.vae.decode(latents / self.scaling_factor + self._shift()).sample

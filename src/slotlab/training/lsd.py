@@ -16,9 +16,10 @@ from slotlab.training.base import SlotModule
 
 
 class LSDModule(SlotModule):
-    """Trains a :class:`~slotlab.models.lsd.LatentSlotDiffusion`. Batches may carry cached ``latents``; otherwise
-    the model's frozen image autoencoder (loaded on first use, never optimised nor saved in checkpoints) encodes
-    the images on the fly (posterior samples)."""
+    """Trains a :class:`~slotlab.models.lsd.LatentSlotDiffusion`. Batches may carry cached ``latents`` (with
+    ``latents_std``, a cached posterior: a fresh sample is drawn each step); otherwise the model's frozen image
+    autoencoder (loaded on first use, never optimised nor saved in checkpoints) encodes the images on the fly
+    (posterior samples)."""
 
     @classmethod
     def check_data(cls, config, train_set) -> None:
@@ -50,6 +51,9 @@ class LSDModule(SlotModule):
 
     @torch.no_grad()
     def latents(self, batch) -> torch.Tensor:
+        if "latents_std" in batch:  # the sample the encoder would draw: mean + std * eps, eps from the global stream
+            mean = batch["latents"].float()
+            return mean + batch["latents_std"].float() * torch.randn(mean.shape, device=mean.device)
         if "latents" in batch:
             return batch["latents"].float()
         return self.model.image_autoencoder.encode(batch["image"].float()).float()
