@@ -125,6 +125,7 @@ def lsd_demo(
     report(f"stage 1 of {stages}: image autoencoder for up to {ae_cfg.trainer.max_time_minutes} min")
     ae_run = train(ae_cfg, out / "autoencoder", overwrite=True)  # run again, the demo keeps the scenes, not the runs
     autoencoder_ref = str(ae_run.model_dir.resolve())
+    report(f"caching the autoencoder's posterior of the {n} scenes into {out}/latents")
     # the encoder's posterior once per scene: LSD draws its latent samples from it instead of encoding every step
     latents = cache_latents(
         load_image_autoencoder(autoencoder_ref).eval(),  # the exported weights LSD decodes with
