@@ -189,6 +189,7 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     posterior = Store(out / "latents")
     assert posterior.attrs["latents_from"] == "posterior" and len(posterior) == 40 and "latents_std" in posterior
     assert lsd_config["data"]["path"] == str(out / "latents") and metrics["data"] == str(out / "data")
+    fingerprint = posterior.attrs["autoencoder"]["fingerprint"]
     for k in ("fg_ari", "mbo_objects", "mbo_images", "miou_objects", "miou_images"):
         assert 0 <= metrics[k] <= 1, k
     assert metrics["autoencoder"]["psnr"] > 0
@@ -236,6 +237,10 @@ def test_cli_demo_lsd_end_to_end(tmp_path, capsys):
     assert main(["train", "lsd_demo", "--out", str(out / "bad-run"), "--no-progress", f"data.path={out / 'lat'}",
                  "data.val_size=8", "optim.max_steps=1", "model.autoencoder=stabilityai/stable-diffusion-2-1"]) == 2
     assert "holds latents of the autoencoder" in capsys.readouterr().err
+    # the demo again in the same folder with another autoencoder: its posterior replaces the stale cache
+    assert main(["demo", "--task", "lsd", "--out", str(out), *ae, "--autoencoder-set", "optim.max_steps=3", *sa,
+                 *lsd]) == 0
+    assert Store(out / "latents").attrs["autoencoder"]["fingerprint"] != fingerprint
 
 
 def test_register_slots_join_the_condition_and_stay_without_the_slots(tmp_path):

@@ -14,6 +14,7 @@ Each writes ``metrics.json`` into its folder and returns the metrics.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -126,6 +127,7 @@ def lsd_demo(
     ae_run = train(ae_cfg, out / "autoencoder", overwrite=True)  # run again, the demo keeps the scenes, not the runs
     autoencoder_ref = str(ae_run.model_dir.resolve())
     report(f"caching the autoencoder's posterior of the {n} scenes into {out}/latents")
+    shutil.rmtree(out / "latents", ignore_errors=True)  # a cache of an earlier run's autoencoder: stale
     # the encoder's posterior once per scene: LSD draws its latent samples from it instead of encoding every step
     latents = cache_latents(
         load_image_autoencoder(autoencoder_ref).eval(),  # the exported weights LSD decodes with

@@ -3,12 +3,12 @@
 The result is an ordinary store (:mod:`slotlab.data.store`) with the fields
 
 - ``latents`` float32 or float16 [C, R/f, R/f]: scaled latents (``ImageAutoencoder.encode``),
+- ``latents_std`` (with ``posterior=True``) float32 or float16 [C, R/f, R/f]: the posterior's scaled standard
+  deviation,
 - ``image`` uint8 [3, R, R], and ``labels`` uint8 [R, R] when the dataset has them,
 - any extra per-scene fields of the dataset (e.g. set-prediction ``targets``), copied unchanged,
 
 so ``slotlab.data.registry.store_dataset`` serves batches ``{"image", "labels", "latents", ...}``.
-
-- ``latents_std`` float32 or float16 [C, R/f, R/f] with ``posterior=True``: the posterior's scaled standard deviation,
 
 Deterministic: by default the latents are the posterior mode (mean). With ``posterior=True`` the store also holds
 the standard deviation, and LSD training draws a fresh posterior sample each step (``latents + latents_std * eps``),
