@@ -5,8 +5,8 @@
     python benchmarks/lsd_speed.py --preset lsd_demo --modes bf16 --set model.decoder_heads=1     # overrides
 
 Training: forward (encoder, Slot Attention, noised latents, UNet) + epsilon MSE + backward + grad-norm clip 1.0 +
-AdamW on random images and latents. Modes combine with '+': fp32, fp16 (autocast + GradScaler), bf16, compile
-(torch.compile of the forward), vae (the official training loop: images are encoded every step by a frozen
+AdamW on random images and latents. Modes combine with '+': fp32, fp16 (autocast + GradScaler), bf16, cl
+(channels-last weights and images), compile (torch.compile of the forward), vae (the official training loop: images are encoded every step by a frozen
 autoencoder of the Stable Diffusion VAE's architecture, random weights, instead of coming in as cached latents).
 
 Sampling: slots -> latents by DPM-Solver++ for each step count, at ``--sample-precision``; ``--sample-decode``
@@ -61,6 +61,9 @@ def bench_train(model, cfg, mode: str, batch: int, steps: int, warmup: int, devi
     c = cfg.model
     images = torch.rand(batch, 3, c.resolution, c.resolution, device=device) * 2 - 1
     latents = torch.randn(batch, c.latent_channels, c.latent_size, c.latent_size, device=device)
+    if "cl" in flags:
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     vae = sd_vae_architecture(c.resolution, c.latent_size).to(device).eval().requires_grad_(False) if "vae" in flags else None
     forward = torch.compile(model.forward) if "compile" in flags else model.forward
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)

@@ -54,6 +54,32 @@ def test_slot_unet_learned_position_embeddings_per_transformer_block():
     assert len(plain.pos_embeds) == 0
 
 
+def test_slot_unet_attention_runs_in_float32_under_cpu_autocast(monkeypatch):
+    """Under CPU bf16 autocast the attentions get float32 inputs (PyTorch's bf16 CPU attention is several times
+    slower) while the convolutions still run in bf16; the output stays close to the float32 UNet's."""
+    import torch.nn.functional as F
+
+    for kind in ("learned", "none"):
+        torch.manual_seed(0)
+        unet = SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8, position_embedding=kind)
+        assert all(isinstance(p, PositionalAttnProcessor) for p in unet.unet.attn_processors.values())
+        x, t, s = torch.randn(2, 4, 8, 8), torch.tensor([3, 500]), torch.randn(2, 5, 16)
+        reference = unet(x, t, s)
+        seen, sdpa = [], F.scaled_dot_product_attention
+
+        def spy(q, k, v, *args, **kwargs):
+            seen.append((q.dtype, k.dtype, v.dtype))
+            return sdpa(q, k, v, *args, **kwargs)
+
+        monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = unet(x, t, s)
+        monkeypatch.undo()
+        assert len(seen) == 14 and all(d == (torch.float32,) * 3 for d in seen)  # 7 blocks x self + cross
+        assert y.dtype == torch.bfloat16  # the last conv ran under autocast
+        assert torch.allclose(y.float(), reference, atol=0.1) and not torch.equal(y.float(), reference)
+
+
 def test_slot_unet_cartesian_position_embedding_per_attention():
     unet = SlotConditionedUNet(8, 4, (16, 32, 32), 1, 2, 16, 2, 8, position_embedding="cartesian")
     procs = unet.unet.attn_processors

@@ -10,6 +10,7 @@ states, then runs diffusers' standard attention. Two kinds (``position_embedding
 - ``"learned"``: each transformer block owns a free embedding [1, h*w, C] shared by its two attentions.
 
 The embeddings live on :class:`SlotConditionedUNet` (``pos_embeds``), so they are saved and optimised like any weight.
+Under CPU autocast the attentions run in float32 (:class:`PositionalAttnProcessor`), the rest of the UNet in bf16.
 """
 
 from __future__ import annotations
@@ -40,11 +41,13 @@ class PositionalAttnProcessor:
     """Adds a position embedding to the hidden states, then runs diffusers' standard attention.
 
     Self-attention: queries, keys and values all see the embedding; cross-attention: the queries do (the keys and
-    values are the slots). ``pos`` is a parameter [1, N, C] or a module giving one. Not an ``nn.Module``: the
-    embedding is owned by :class:`SlotConditionedUNet`.
+    values are the slots). ``pos`` is a parameter [1, N, C], a module giving one, or None (no embedding). Not an
+    ``nn.Module``: the embedding is owned by :class:`SlotConditionedUNet`. Under CPU autocast the attention runs in
+    float32: PyTorch's CPU attention kernels are several times slower in bf16 than in float32 at the LSD demo's
+    sizes, forward and backward, which made its bf16 training steps slower than float32 ones (docs/benchmarks.md).
     """
 
-    def __init__(self, pos: nn.Parameter | nn.Module):
+    def __init__(self, pos: nn.Parameter | nn.Module | None):
         from diffusers.models.attention_processor import AttnProcessor2_0
 
         self.pos = pos
@@ -60,10 +63,14 @@ class PositionalAttnProcessor:
         *args,
         **kwargs,
     ) -> Tensor:
-        pos = self.pos() if isinstance(self.pos, nn.Module) else self.pos
-        return self.attention(
-            attn, hidden_states + pos.to(hidden_states.dtype), encoder_hidden_states, attention_mask, temb
-        )
+        if self.pos is not None:
+            pos = self.pos() if isinstance(self.pos, nn.Module) else self.pos
+            hidden_states = hidden_states + pos.to(hidden_states.dtype)
+        if hidden_states.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            with torch.autocast("cpu", enabled=False):
+                context = None if encoder_hidden_states is None else encoder_hidden_states.float()
+                return self.attention(attn, hidden_states.float(), context, attention_mask, temb)
+        return self.attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
 
 
 class SlotConditionedUNet(nn.Module):
@@ -107,13 +114,14 @@ class SlotConditionedUNet(nn.Module):
             norm_num_groups=norm_num_groups,
         )
         self.pos_embeds = nn.ParameterDict() if kind == "learned" else nn.ModuleDict()
-        if kind == "none":
-            return
         processors = {}
         for name, module in self.unet.named_modules():  # type: ignore[attr-defined]
             if not isinstance(module, Attention):
                 continue
             side, width = sample_size // 2 ** _level(name, n), module.to_q.in_features
+            if kind == "none":
+                processors[f"{name}.processor"] = PositionalAttnProcessor(None)
+                continue
             if kind == "cartesian":  # one projection per attention
                 key = name.replace(".", "_")
                 self.pos_embeds[key] = CartesianEmbedding(side, width)
