@@ -9,6 +9,8 @@ AdamW on random images and latents. Modes combine with '+': fp32, fp16 (autocast
 (channels-last weights and images), compile (torch.compile of the forward), vae (the official training loop: images are encoded every step by a frozen
 autoencoder of the Stable Diffusion VAE's architecture, random weights, instead of coming in as cached latents).
 
+``--profile N``: after a mode's timing, N more steps under torch.profiler, and its table of operators by self time.
+
 Sampling: slots -> latents by DPM-Solver++ for each step count, at ``--sample-precision``; ``--sample-decode``
 adds the SD-architecture VAE decode to the time; ``--sample-reference`` also times the bare diffusers UNet of the
 same configuration (default attention processors, no position embeddings), the decoder the official code wraps.
@@ -55,7 +57,7 @@ def _peak_mib(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bench_train(model, cfg, mode: str, batch: int, steps: int, warmup: int, device: str) -> dict:
+def bench_train(model, cfg, mode: str, batch: int, steps: int, warmup: int, device: str, profile: int = 0) -> dict:
     flags = set(mode.split("+"))
     dtype = _dtype(flags)
     c = cfg.model
@@ -92,8 +94,20 @@ def bench_train(model, cfg, mode: str, batch: int, steps: int, warmup: int, devi
         step()
     _sync(device)
     s = time.perf_counter() - start
-    return {"bench": "train", "mode": mode, "batch": batch, "steps_per_s": round(steps / s, 3),
-            "images_per_s": round(steps * batch / s, 1), "peak_mib": round(_peak_mib(device))}
+    result = {"bench": "train", "mode": mode, "batch": batch, "steps_per_s": round(steps / s, 3),
+              "images_per_s": round(steps * batch / s, 1), "peak_mib": round(_peak_mib(device))}
+    if profile:  # after the peak memory is read: the profiler's own memory is not the step's
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        gpu = device.startswith("cuda")
+        with profiler(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if gpu else [])]) as prof:
+            for _ in range(profile):
+                step()
+            _sync(device)
+        print(f"{mode}: {profile} steps under torch.profiler")
+        print(prof.key_averages().table(sort_by="self_cuda_time_total" if gpu else "self_cpu_time_total", row_limit=12))
+    return result
 
 
 @torch.no_grad()
@@ -157,6 +171,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N training steps of each mode (on the CPU the peak memory of the modes after the first then "
+                        "counts the profiler's)")
     p.add_argument("--sample-steps", type=int, nargs="*", default=[25, 50])
     p.add_argument("--sample-batch", type=int, default=8)
     p.add_argument("--sample-precision", choices=["auto", *DTYPES], default="auto",
@@ -176,7 +192,7 @@ def main() -> None:
     for mode in args.modes:
         torch.manual_seed(0)
         model = LatentSlotDiffusion(cfg.model).to(args.device).train()
-        print(json.dumps(info | bench_train(model, cfg, mode, batch, args.steps, args.warmup, args.device)), flush=True)
+        print(json.dumps(info | bench_train(model, cfg, mode, batch, args.steps, args.warmup, args.device, args.profile)), flush=True)
         del model
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
