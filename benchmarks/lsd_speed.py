@@ -171,7 +171,8 @@ def main() -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N training steps of each mode (on the CPU the peak memory of the modes after the first then "
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="then profile N training steps of each mode (on the CPU, the peak memory of later modes then "
                         "counts the profiler's)")
     p.add_argument("--sample-steps", type=int, nargs="*", default=[25, 50])
     p.add_argument("--sample-batch", type=int, default=8)

@@ -119,17 +119,15 @@ class SlotConditionedUNet(nn.Module):
             if not isinstance(module, Attention):
                 continue
             side, width = sample_size // 2 ** _level(name, n), module.to_q.in_features
-            if kind == "none":
-                processors[f"{name}.processor"] = PositionalAttnProcessor(None)
-                continue
+            pos: nn.Parameter | nn.Module | None = None
             if kind == "cartesian":  # one projection per attention
-                key = name.replace(".", "_")
-                self.pos_embeds[key] = CartesianEmbedding(side, width)
-            else:  # one embedding per transformer block: its attn1 and attn2 share it
+                pos = self.pos_embeds[name.replace(".", "_")] = CartesianEmbedding(side, width)
+            elif kind == "learned":  # one embedding per transformer block: its attn1 and attn2 share it
                 key = name.rsplit(".", 1)[0].replace(".", "_")
                 if key not in self.pos_embeds:
                     self.pos_embeds[key] = nn.Parameter(torch.randn(1, side * side, width) * 0.02)  # type: ignore[assignment]
-            processors[f"{name}.processor"] = PositionalAttnProcessor(self.pos_embeds[key])
+                pos = self.pos_embeds[key]
+            processors[f"{name}.processor"] = PositionalAttnProcessor(pos)
         self.unet.set_attn_processor(processors)  # type: ignore[attr-defined]
 
     def forward(self, latents: Tensor, timesteps: Tensor, slots: Tensor) -> Tensor:
