@@ -22,8 +22,8 @@ from pathlib import Path
 from slotlab.checkpoints import checkpoint_step, load_trained, save_trained
 from slotlab.config import load_config
 from slotlab.data.convert import write_procedural_store
-from slotlab.data.latents import cache_latents
-from slotlab.data.registry import build_dataset, store_dataset
+from slotlab.data.latents import cache_store_latents
+from slotlab.data.registry import build_dataset
 from slotlab.evaluation import evaluate_autoencoder, evaluate_lsd, evaluate_object_discovery
 from slotlab.experiment import BEST_CHECKPOINT, train
 from slotlab.io import write_json
@@ -129,17 +129,13 @@ def lsd_demo(
     report(f"caching the autoencoder's posterior of the {n} scenes into {out}/latents")
     shutil.rmtree(out / "latents", ignore_errors=True)  # a cache of an earlier run's autoencoder: stale
     # the encoder's posterior once per scene: LSD draws its latent samples from it instead of encoding every step
-    latents = cache_latents(
+    latents = cache_store_latents(
         load_image_autoencoder(autoencoder_ref).eval(),  # the exported weights LSD decodes with
-        store_dataset(data),
+        autoencoder_ref,
+        data,
         out / "latents",
         progress=False,
         posterior=True,
-        attrs={
-            "dataset": data.attrs.get("dataset"),
-            "crop": data.attrs.get("crop"),
-            "autoencoder_ref": autoencoder_ref,
-        },
     )
     lsd_overrides = [*seeds, *on_data, f"data.path={latents.root}", f"model.autoencoder={autoencoder_ref}"]
     metrics: dict = {}

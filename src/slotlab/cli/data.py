@@ -240,25 +240,20 @@ def cmd_generate(args) -> int:
 
 
 def cmd_cache_latents(args) -> int:
-    from slotlab.data.latents import cache_latents
-    from slotlab.data.registry import store_dataset
+    from slotlab.data.latents import cache_store_latents
     from slotlab.data.store import Store
     from slotlab.models.image_autoencoder import load_image_autoencoder
 
     source = Store(args.src)
     autoencoder = load_image_autoencoder(args.autoencoder).eval()
-    store = cache_latents(
+    store = cache_store_latents(
         autoencoder,
-        store_dataset(source),
+        str(args.autoencoder),
+        source,
         args.dst,
-        args.batch_size,
+        batch_size=args.batch_size,
         progress=not args.no_progress,
         posterior=args.posterior,
-        attrs={
-            "dataset": source.attrs.get("dataset"),
-            "crop": source.attrs.get("crop"),
-            "autoencoder_ref": str(args.autoencoder),
-        },
     )
     print(json.dumps(store.describe(), indent=2))
     return 0

@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from slotlab.data.datasets import SceneDataset
+from slotlab.data.registry import store_dataset
 from slotlab.data.store import Store, StoreWriter
 from slotlab.errors import DataError
 from slotlab.io import FolderLock
@@ -159,3 +160,17 @@ def cache_latents(
                 bar.update(index.stop - index.start)
         autoencoder.train(was_training)
         return writer.finish()
+
+
+def cache_store_latents(
+    autoencoder: ImageAutoencoder, autoencoder_ref: str, source: Store, dst: str | Path, **options
+) -> Store:
+    """:func:`cache_latents` of every scene of the store ``source``, whose dataset and crop the cache keeps, as it
+    keeps ``autoencoder_ref`` (how LSD training names the autoencoder that decodes the latents). ``options``: those
+    of :func:`cache_latents` (``batch_size``, ``posterior``, ``progress``, ...)."""
+    attrs = {
+        "dataset": source.attrs.get("dataset"),
+        "crop": source.attrs.get("crop"),
+        "autoencoder_ref": autoencoder_ref,
+    }
+    return cache_latents(autoencoder, store_dataset(source), dst, attrs=attrs, **options)
