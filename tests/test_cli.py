@@ -261,8 +261,13 @@ def test_eval_with_more_slots_and_iterations_than_trained(tmp_path, workdir, cap
 
 def test_eval_stdout_is_exactly_the_json(workdir, capsys):
     assert main(["eval", "--checkpoint", str(workdir["model"]), "--data", str(workdir["data"])]) == 0
-    metrics = json.loads(capsys.readouterr().out)
-    assert metrics["num_images"] == NUM_IMAGES
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["num_images"] == NUM_IMAGES
+    assert "evaluate" in captured.err  # the progress bar, on stderr
+    assert main(["eval", "--checkpoint", str(workdir["model"]), "--data", str(workdir["data"]), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["num_images"] == NUM_IMAGES
+    assert "evaluate" not in captured.err
 
 
 def test_eval_default_data_is_the_validation_split(tmp_path, workdir, capsys):

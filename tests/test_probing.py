@@ -207,11 +207,13 @@ def probe_args(*argv) -> argparse.Namespace:
 def test_probe_command_writes_json(workdir, capsys):
     out = workdir["root"] / "probe.json"
     args = probe_args("--checkpoint", workdir["model_dir"], "--data", workdir["store"].root, "--batch-size", 32,
-                      "--out", out)
+                      "--out", out, "--no-progress")
     assert args.func is cmd_probe
     assert cmd_probe(args) == 0
     result = json.loads(out.read_text())
-    assert json.loads(capsys.readouterr().out) == result
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == result
+    assert "probe" not in captured.err  # no progress bar
     assert result["num_images"] == 60 and result["objects"] == 180 and 0 < result["matched_objects"] <= 180
     for name, kind, metric in [("x", CONTINUOUS, "mse"), ("y", CONTINUOUS, "mse"), ("color", CONTINUOUS, "mse"),
                                ("shape", CATEGORICAL, "accuracy")]:

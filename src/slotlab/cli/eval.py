@@ -6,6 +6,7 @@ from slotlab.cli.options import (
     add_batch_size,
     add_checkpoint,
     add_data,
+    add_progress,
     add_seed,
     data_name,
     load_model,
@@ -53,6 +54,7 @@ def add_eval(sub) -> None:
         "(the official LSD evaluation: minimise cosine distance, unmatched objects dropped); default: the "
         "model's paper's (lsd for LSD, oclf otherwise). The output names the one used",
     )
+    add_progress(p)
     p.set_defaults(func=cmd_eval)
 
 
@@ -71,7 +73,7 @@ def cmd_eval(args) -> int:
         seed=args.seed,
         num_iterations=args.num_iterations,
         num_slots=args.num_slots,
-        progress=True,
+        progress=not args.no_progress,
         matching=args.miou_matching,
     )
     metrics.update(checkpoint=str(args.checkpoint), data=where)

@@ -6,6 +6,7 @@ from slotlab.cli.options import (
     add_batch_size,
     add_checkpoint,
     add_data,
+    add_progress,
     add_seed,
     data_name,
     load_model,
@@ -33,6 +34,7 @@ def add_probe(sub) -> None:
     add_seed(p, "the slot initialisation noise, the split and the probes")
     p.add_argument("--properties", help="comma-separated factors to probe (default: all the data has)")
     p.add_argument("--out", help="write the JSON here (also printed)")
+    add_progress(p)
     p.set_defaults(func=cmd_probe)
 
 
@@ -45,8 +47,9 @@ def cmd_probe(args) -> int:
     where = args.data or f"the {data_name(args)}"
     properties = [p.strip() for p in args.properties.split(",") if p.strip()] if args.properties else None
     try:
+        progress = not args.no_progress
         data = collect_probe_data(
-            model, dataset, batch_size=args.batch_size, seed=args.seed, properties=properties, progress=True
+            model, dataset, batch_size=args.batch_size, seed=args.seed, properties=properties, progress=progress
         )
         probes = train_probes(data, seed=args.seed)
     except DataError as e:
