@@ -46,8 +46,8 @@ def cmd_probe(args) -> int:
     dataset = open_data(args, model, config)
     where = args.data or f"the {data_name(args)}"
     properties = [p.strip() for p in args.properties.split(",") if p.strip()] if args.properties else None
+    progress = not args.no_progress
     try:
-        progress = not args.no_progress
         data = collect_probe_data(
             model, dataset, batch_size=args.batch_size, seed=args.seed, properties=properties, progress=progress
         )
