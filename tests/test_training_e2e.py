@@ -123,6 +123,27 @@ def test_resumed_run_sees_the_batches_of_the_uninterrupted_run(tmp_path, stop):
     assert first.seen + second.seen == straight.seen
 
 
+class _StartRecorder(_BatchRecorder):
+    def on_train_start(self, trainer, pl_module):
+        self.start = [p.detach().clone() for p in pl_module.model.parameters()]
+
+
+def test_data_seed_fixes_the_order_of_the_scenes_apart_from_the_start(tmp_path):
+    tiny = ["optim.batch_size=4", "data.train_size=24", "data.val_size=4", "trainer.max_time_minutes=null",
+            "trainer.val_every_n_steps=100", "trainer.precision=32-true", "model.encoder_channels=[8,8,8]",
+            "model.slot_dim=16", "model.mlp_hidden=16", "optim.max_steps=3", "trainer.compile=false"]
+    runs = {}
+    for name, seeds in {"seed0": ["trainer.seed=0"], "seed1_data0": ["trainer.seed=1", "trainer.data_seed=0"],
+                        "seed0_data1": ["trainer.seed=0", "trainer.data_seed=1"]}.items():
+        runs[name] = _StartRecorder()
+        train(load_config("tetrominoes_demo", [*tiny, *seeds]), tmp_path / name, progress=False,
+              callbacks=[runs[name]])
+    same_start = [torch.equal(a, b) for a, b in zip(runs["seed0"].start, runs["seed0_data1"].start, strict=True)]
+    other_start = [torch.equal(a, b) for a, b in zip(runs["seed0"].start, runs["seed1_data0"].start, strict=True)]
+    assert all(same_start) and not all(other_start)
+    assert runs["seed1_data0"].seen == runs["seed0"].seen != runs["seed0_data1"].seen
+
+
 def test_a_new_run_never_writes_over_an_earlier_one_unasked(tmp_path, capsys):
     out = tmp_path / "run"
     tiny = ["optim.max_steps=2", "optim.batch_size=4", "data.train_size=16", "data.val_size=4",

@@ -223,7 +223,8 @@ def train(
 
 
 def _fit(k, config, out_dir, train_set, val_set, resume_path, warm, progress, callbacks, start) -> TrainResult:
-    data = SceneDataModule(train_set, val_set, config.optim.batch_size, config.trainer.seed, config.data.num_workers)
+    data_seed = config.trainer.seed if config.trainer.data_seed is None else config.trainer.data_seed
+    data = SceneDataModule(train_set, val_set, config.optim.batch_size, data_seed, config.data.num_workers)
     module = k.build_module(config)
     if warm is not None:
         module.model.load_state_dict(warm, strict=False)
