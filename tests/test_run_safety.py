@@ -313,6 +313,21 @@ def test_corrupt_and_mismatched_files_end_in_one_line(tmp_path, run, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints"]
 
 
+def test_files_that_are_no_checkpoint_are_named_so(tmp_path, run, capsys):
+    as_ckpt = {"text.ckpt": b"{\"epoch\": 3}\n", "bytes.ckpt": bytes(range(256)),
+               "renamed.ckpt": (run / "model" / "model.safetensors").read_bytes()}
+    for name, content in as_ckpt.items():
+        (tmp_path / name).write_bytes(content)
+        for argv in (["eval", "--checkpoint", tmp_path / name],
+                     ["train", "tetrominoes_demo", "--out", tmp_path / "r", "--resume", tmp_path / name, *TINY]):
+            assert run_cli(argv, capsys) == 2, name
+            assert "not a PyTorch checkpoint" in one_line_error(capsys), name
+    (tmp_path / "notes.txt").write_text("a model\n")
+    assert run_cli(["eval", "--checkpoint", tmp_path / "notes.txt"], capsys) == 2
+    assert "not a checkpoint: " in one_line_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
 def test_an_existing_model_safetensors_is_accepted_as_checkpoint(run, capsys):
     assert run_cli(["eval", "--checkpoint", run / "model" / "model.safetensors"], capsys) == 0
 
@@ -359,6 +374,52 @@ def test_a_full_disk_ends_in_one_line_and_leaves_no_empty_checkpoint(small_disk,
     assert not [p for p in out.rglob("*.tmp")]
 
 
+def test_overwrite_removes_nothing_until_the_new_run_is_known_to_start(tmp_path, run, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for bad in (["model.slot_heads=3"], ["model.encoder_channels=[8,8]"]):
+        argv = ["train", "tetrominoes_demo", "--out", out, "--overwrite", "--no-progress", *TINY, *bad]
+        assert run_cli(argv, capsys) == 2
+        one_line_error(capsys)
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_a_demo_starts_over_only_in_a_folder_a_demo_wrote(tmp_path, run, capsys):
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    for task in ("object_discovery", "lsd"):
+        assert run_cli(["demo", "--task", task, "--out", out, "--minutes", "0.01"], capsys) == 2
+        assert "no slotlab demo wrote" in one_line_error(capsys)
+        assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    (tmp_path / "file").write_text("not a folder")
+    assert run_cli(["demo", "--out", tmp_path / "file"], capsys) == 2
+    assert "is a file" in one_line_error(capsys)
+    assert run_cli(["demo", "--out", tmp_path / "seed", "--seed", "-1"], capsys) == 2
+    assert "--seed must be >= 0" in one_line_error(capsys) and not (tmp_path / "seed").exists()
+    # a bad override of a later LSD stage is refused before the scenes are rendered
+    assert run_cli(["demo", "--task", "lsd", "--out", tmp_path / "lsd", "--autoencoder-set", "optim.lr=-1"], capsys) == 2
+    assert "optim.lr" in one_line_error(capsys) and not (tmp_path / "lsd").exists()
+
+
+def test_outputs_through_a_link_and_under_a_file(tmp_path, run, capsys):
+    target = tmp_path / "kept" / "metrics.json"
+    target.parent.mkdir()
+    target.write_text("{}")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    assert run_cli(["eval", "--checkpoint", run, "--out", link, "--no-progress"], capsys) == 0
+    assert link.is_symlink() and "fg_ari" in json.loads(target.read_text())
+    (tmp_path / "file").write_text("a file where a folder should be")
+    assert run_cli(["eval", "--checkpoint", run, "--out", tmp_path / "file" / "m.json", "--no-progress"], capsys) == 2
+    assert one_line_error(capsys) == f"slotlab: error: Not a directory: {tmp_path / 'file'}"
+
+
 def test_an_unwritable_output_ends_in_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("a file where a folder should be")
@@ -376,6 +437,10 @@ def test_an_unwritable_output_ends_in_one_line(tmp_path, capsys):
     (["train", "tetrominoes_demo", "model.num_slots=0"], "model.num_slots"),
     (["train", "tetrominoes_demo", "trainer.val_every_n_steps=0"], "trainer.val_every_n_steps"),
     (["train", "tetrominoes_demo", "data.dataset=nope"], "unknown dataset"),
+    (["train", "tetrominoes_demo", "trainer.seed=-1"], "trainer.seed"),
+    (["train", "tetrominoes_demo", "trainer.data_seed=-1"], "trainer.data_seed"),
+    (["train", "tetrominoes_demo", "data.seed=-1"], "data.seed"),
+    (["train", "tetrominoes_demo", "model.slot_heads=3"], "num_heads must divide"),  # found when the model is built
 ])
 def test_bad_numbers_and_names_touch_no_folder(argv, message, tmp_path, capsys):
     out = tmp_path / "run"

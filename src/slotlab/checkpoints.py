@@ -59,7 +59,16 @@ def model_folder(path: str | Path) -> Path | None:
         return path
     if path.is_file() and path.suffix == ".ckpt":
         return None
-    raise DataError(f"checkpoint not found: {path} (give a model folder, a run folder or a .ckpt file)")
+    what = "not a checkpoint" if path.exists() else "checkpoint not found"
+    raise DataError(f"{what}: {path} (give a model folder, a run folder or a .ckpt file)")
+
+
+def _starts_as_zip(path: str | Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return True  # unreadable: said by the caller's own message
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -68,13 +77,15 @@ def read_checkpoint(path: str | Path) -> dict:
     before anything of it runs."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except (pickle.UnpicklingError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        if not _starts_as_zip(path):  # torch.save writes zip files (an old-style pickle is refused here too)
+            raise DataError(f"{path}: not a PyTorch checkpoint (not a file that torch.save wrote)") from None
+        if not isinstance(e, pickle.UnpicklingError):
+            raise DataError(f"{path}: not a readable checkpoint (truncated or corrupt? {_one_line(e, 160)})") from None
         raise DataError(
             f"{path}: refused: this checkpoint holds Python objects that slotlab does not load "
             f"(only weights and plain values are read; {_one_line(e, 160)})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable checkpoint (truncated or corrupt? {_one_line(e, 160)})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise DataError(f"{path}: not a Lightning checkpoint (no state_dict)")
     return ckpt

@@ -187,8 +187,9 @@ def train(
     folder that already holds a run needs ``resume`` (continue it) or ``overwrite`` (remove it and start again).
 
     Everything that can be checked is checked before the folder is touched: the config, the checkpoint to resume
-    (read tensors-only; what may change on resume: :data:`RESUMABLE`), the data. Then the folder's writer lock is
-    taken (a second writer is refused, naming the holder), and checkpoints are written atomically."""
+    (read tensors-only; what may change on resume: :data:`RESUMABLE`), the data, the model it builds. Then the
+    folder's writer lock is taken (a second writer is refused, naming the holder), and checkpoints are written
+    atomically."""
     k = kind(config.task)
     out_dir = Path(out_dir)
     resume_path = _resume_from(out_dir, resume)
@@ -209,25 +210,25 @@ def train(
     warm = None  # a resumed run has its weights in its checkpoint
     if config.trainer.init_from and resume_path is None:
         warm = warm_start_weights(k.build_model(config.model), config.trainer.init_from, config.trainer.init_parts)
+    module = k.build_module(config)  # built (and so checked) before the folder is touched
+    if warm is not None:
+        module.model.load_state_dict(warm, strict=False)
     created = not out_dir.exists()
     try:
         with FolderLock(out_dir, f"train {config.name}") if not _is_replica() else contextlib.nullcontext():
             claim_run_folder(out_dir, resume, overwrite)
             if resume_path is not None:
                 trim_curve(out_dir / "curve.jsonl", step)
-            return _fit(k, config, out_dir, train_set, val_set, resume_path, warm, progress, callbacks, start)
+            return _fit(k, config, out_dir, train_set, val_set, resume_path, module, progress, callbacks, start)
     except BaseException:
         if created and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}:
             shutil.rmtree(out_dir, ignore_errors=True)  # a start that failed leaves nothing behind
         raise
 
 
-def _fit(k, config, out_dir, train_set, val_set, resume_path, warm, progress, callbacks, start) -> TrainResult:
+def _fit(k, config, out_dir, train_set, val_set, resume_path, module, progress, callbacks, start) -> TrainResult:
     data_seed = config.trainer.seed if config.trainer.data_seed is None else config.trainer.data_seed
     data = SceneDataModule(train_set, val_set, config.optim.batch_size, data_seed, config.data.num_workers)
-    module = k.build_module(config)
-    if warm is not None:
-        module.model.load_state_dict(warm, strict=False)
     # "auto" becomes what runs (and what model/config.json records)
     config.trainer.precision, config.trainer.channels_last = resolve_switches(config, module, train_set)  # type: ignore[assignment]
     config.trainer.compile = resolve_compile(config, module, train_set)

@@ -51,6 +51,7 @@ def _num(x: float) -> str:
 
 PositiveInt = Annotated[int, Range(1)]
 NonNegativeInt = Annotated[int, Range(0)]
+Seed = Annotated[int, Range(0, 2**31 - 1)]  # every generator takes it, with room for offsets
 PositiveFloat = Annotated[float, Range(0, lo_open=True)]
 NonNegativeFloat = Annotated[float, Range(0)]
 Fraction = Annotated[float, Range(0, 1)]  # a probability or weight in [0, 1]

@@ -7,11 +7,14 @@ so that a crash, a full disk or a dropped connection never leaves a half-written
 from __future__ import annotations
 
 import contextlib
+import errno
+import http.client
 import json
 import os
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -46,8 +49,17 @@ def _umask() -> int:
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` only when the block ends without error
-    (the old file, if any, stays whole until then). On error the temporary file is removed."""
+    (the old file, if any, stays whole until then). On error the temporary file is removed. A link or a special
+    file (``/dev/stdout``, a pipe) is written through, not replaced."""
     path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        yield path  # a folder fails here, under its own name
+        return
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+            break
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -85,6 +97,10 @@ def fetch(
     :class:`DataError`, is refused and removed, so a broken transfer never lands under the final name."""
     if dest.is_file():
         return dest
+    if not urllib.parse.urlsplit(url).scheme:  # urlopen's own error is a bare ValueError
+        raise DataError(
+            f"cannot download {url}: not a URL (no scheme such as https:// or file://; a mirror folder is file:///PATH)"
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     try:
@@ -94,7 +110,7 @@ def fetch(
                 while chunk := r.read(1 << 20):
                     f.write(chunk)
                     bar.update(len(chunk))
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:  # HTTPException: a bad port, a cut reply
         part.unlink(missing_ok=True)
         reason = getattr(e, "reason", None) or e
         raise DataError(f"cannot download {url} ({reason}); fetch it yourself and put it at {dest}") from None

@@ -51,7 +51,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "reconstruct": ("slots", "images", "latents"),
     "edit": ("slots", "images"),
     "compose": ("slots", "images"),
-    "concepts": ("slots",),
+    "concepts": ("slots", "images"),  # members are collected with their masks as the model draws them
     "fid": ("slots", "images"),
     "probe": ("slots",),
     "app": ("slots",),

@@ -24,6 +24,7 @@ from slotlab.config import load_config
 from slotlab.data.convert import write_procedural_store
 from slotlab.data.latents import cache_store_latents
 from slotlab.data.registry import build_dataset
+from slotlab.errors import ConfigError
 from slotlab.evaluation import evaluate_autoencoder, evaluate_lsd, evaluate_object_discovery
 from slotlab.experiment import BEST_CHECKPOINT, train
 from slotlab.io import write_json
@@ -31,6 +32,17 @@ from slotlab.models.image_autoencoder import load_image_autoencoder
 from slotlab.visualize import draw_lsd_grid, draw_model_grid
 
 Report = Callable[[str], None]
+DEMO_MARKER = "demo.json"  # a folder a demo wrote: a demo run again into it starts over
+
+
+def claim_demo_folder(out: Path, task: str, seed: int) -> None:
+    """A demo starts over in a folder an earlier demo wrote, and refuses one that holds anything else (a training run,
+    a user's files): nothing a demo did not write is removed."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARKER).is_file():
+        raise ConfigError(f"{out} holds files that no slotlab demo wrote (no {DEMO_MARKER}); choose another --out")
+    write_json(out / DEMO_MARKER, {"task": task, "seed": seed})
 
 
 def _say(line: str) -> None:
@@ -52,6 +64,7 @@ def object_discovery_demo(
         overrides.append(f"trainer.max_time_minutes={minutes}")
     config = load_config("tetrominoes_demo", overrides)
     out = Path(out)
+    claim_demo_folder(out, "object_discovery", seed)
     report(
         f"slotlab demo: procedural Tetrominoes, {config.data.train_size} training scenes, "
         f"training for up to {config.trainer.max_time_minutes} min, output in {out}"
@@ -110,6 +123,10 @@ def lsd_demo(
     out = Path(out)
     seeds = [f"trainer.seed={seed}"]
     lsd_cfg = load_config("lsd_demo", [*seeds, *overrides])
+    # every stage's overrides are checked before the minutes of rendering
+    load_config("autoencoder_demo", [*seeds, *autoencoder_overrides])
+    load_config("clevrtex_sa_demo", [*seeds, *slot_attention_overrides])
+    claim_demo_folder(out, "lsd", seed)
     n = lsd_cfg.data.train_size + 2 * lsd_cfg.data.val_size
     report(f"slotlab demo --task lsd: rendering {n} procedural {lsd_cfg.data.dataset} scenes into {out}/data")
     data = write_procedural_store(lsd_cfg.data.dataset, out / "data", n, seed, lsd_cfg.data.resolution)

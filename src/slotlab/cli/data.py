@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from slotlab.cli.options import number, write_json
+from slotlab.cli.options import add_seed, number, write_json
 
 
 def add_data(sub) -> None:
@@ -41,7 +41,7 @@ def add_data(sub) -> None:
         "--mirror", help="replace the scheme and host of the URLs (a local mirror, e.g. file:///data/mirror)"
     )
     q.add_argument("--split", action="append", help="MOVi: splits to fetch (repeatable; default all)")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_download)
 
     q = dsub.add_parser(
@@ -56,7 +56,7 @@ def add_data(sub) -> None:
     q.add_argument("--split", default="train", help="split to convert, for datasets with several (default: train)")
     number(q, "--resolution", minimum=1, type=int, help="model resolution (default: the papers')")
     number(q, "--limit", minimum=1, type=int, help="stop after this many source records")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_convert)
 
     q = dsub.add_parser(
@@ -86,7 +86,7 @@ def add_data(sub) -> None:
         help="store the posterior's mean and standard deviation: LSD training then draws a fresh latent sample each "
         "step, as when it encodes on the fly (default: the mode only)",
     )
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_cache_latents)
 
     q = dsub.add_parser(
@@ -99,7 +99,7 @@ def add_data(sub) -> None:
     q.add_argument("name")
     q.add_argument("out", help="output folder")
     number(q, "-n", "--num", minimum=1, type=int, default=1000, help="number of scenes (default 1000)")
-    q.add_argument("--seed", type=int, default=0)
+    add_seed(q, "the scenes")
     q.add_argument(
         "--store",
         action="store_true",
@@ -107,7 +107,7 @@ def add_data(sub) -> None:
         "data.path=OUT), generated in chunks so memory stays bounded; resumable",
     )
     number(q, "--resolution", minimum=1, type=int, help="--store: model resolution (default: the papers')")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_generate)
 
     q = dsub.add_parser(
@@ -123,7 +123,7 @@ def add_data(sub) -> None:
     number(q, "--grid", minimum=1, type=int, action="append", default=[], help="pooled_G references (repeatable)")
     number(q, "--last", minimum=1, type=int, help="only the store's last N scenes (e.g. the LSD demo's test split)")
     q.add_argument("--out", help="also write the JSON to this file")
-    q.add_argument("--no-progress", action="store_true")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_references)
 
 

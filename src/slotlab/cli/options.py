@@ -15,23 +15,28 @@ DATA_HELP = (
 )
 
 
-def number(p: argparse.ArgumentParser, *flags: str, minimum: int | float, **kwargs) -> None:
-    """An option (or positional) that takes a number of at least ``minimum``: checked by :func:`check_numbers`
-    after parsing, so a bad value is one ``slotlab: error:`` line, not a usage message."""
+def number(
+    p: argparse.ArgumentParser, *flags: str, minimum: int | float, maximum: int | float | None = None, **kwargs
+) -> None:
+    """An option (or positional) that takes a number of at least ``minimum`` (and at most ``maximum``): checked by
+    :func:`check_numbers` after parsing, so a bad value is one ``slotlab: error:`` line, not a usage message."""
     parser = kwargs.pop("parser", p)  # the parser, when ``p`` is a group of its options
     action = p.add_argument(*flags, **kwargs)
-    parser.set_defaults(_minimums={**(parser.get_default("_minimums") or {}), action.dest: (flags[-1], minimum)})
+    bounds = {**(parser.get_default("_minimums") or {}), action.dest: (flags[-1], minimum, maximum)}
+    parser.set_defaults(_minimums=bounds)
 
 
 def check_numbers(args: argparse.Namespace) -> None:
-    """Refuse, in one line, a number below its minimum (see :func:`number`)."""
+    """Refuse, in one line, a number outside its range (see :func:`number`)."""
     from slotlab.errors import ConfigError
 
-    for dest, (flag, minimum) in (getattr(args, "_minimums", None) or {}).items():
+    for dest, (flag, minimum, maximum) in (getattr(args, "_minimums", None) or {}).items():
         value = getattr(args, dest, None)
         for v in value if isinstance(value, list) else [value]:
             if v is not None and v < minimum:
                 raise ConfigError(f"{flag} must be >= {minimum}, got {v}")
+            if v is not None and maximum is not None and v > maximum:
+                raise ConfigError(f"{flag} must be <= {maximum}, got {v}")
 
 
 def add_checkpoint(p: argparse.ArgumentParser, required: bool = True, help: str = CHECKPOINT_HELP) -> None:
@@ -50,7 +55,7 @@ def add_data(p: argparse.ArgumentParser, splits: tuple[str, ...] = ("val", "test
 
 
 def add_seed(p: argparse.ArgumentParser, what: str = "the slot initialisation noise") -> None:
-    p.add_argument("--seed", type=int, default=0, help=f"seed of {what} (default 0)")
+    number(p, "--seed", minimum=0, maximum=2**31 - 1, type=int, default=0, help=f"seed of {what} (default 0)")
 
 
 def add_batch_size(p: argparse.ArgumentParser, default: int = 64) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from slotlab.fields import NonNegativeInt, PositiveInt, Range
+from slotlab.fields import NonNegativeInt, PositiveInt, Range, Seed
 
 CropValue = Annotated[int, Range(0)]
 
@@ -17,7 +17,7 @@ class DataConfig:
     val_path: str | None = None  # a second store for validation/test (else the last 2 * val_size items of path)
     train_size: PositiveInt = 60_000  # procedural datasets: scenes generated for training
     val_size: PositiveInt = 320  # held-out scenes evaluated during and after training
-    seed: int = 0  # procedural datasets: the training set's seed (validation uses a disjoint one)
+    seed: Seed = 0  # procedural datasets: the training set's seed (validation uses a disjoint one)
     crop: list[CropValue] | None = None  # [top, left, height, width] applied before resizing
     resolution: PositiveInt = 128  # images are resized (bilinear) to this side after the crop
     num_workers: NonNegativeInt = 0

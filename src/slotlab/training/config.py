@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from slotlab.fields import Fraction, NonNegativeFloat, OpenFraction, PositiveFloat, PositiveInt, UnitInterval
+from slotlab.fields import Fraction, NonNegativeFloat, OpenFraction, PositiveFloat, PositiveInt, Seed, UnitInterval
 
 Optimizer = Literal["adam", "adamw"]
 # Lightning's precision names; "auto": the faster of fp32 and bf16 here (training/precision.py)
@@ -45,9 +45,9 @@ class TrainerConfig:
     # when training starts (training/precision.py), eager where compiling fails
     compile: bool | Literal["auto", "reduce-overhead", "max-autotune"] = False
     channels_last: bool | Literal["auto"] = False  # "auto": the faster layout here (training/precision.py)
-    seed: int = 0  # the weights' start, the training noise and, unless data_seed is set, the order of the scenes
+    seed: Seed = 0  # the weights' start, the training noise and, unless data_seed is set, the order of the scenes
     # the order of the training scenes (None: seed): fix it to vary only the start and the noise, or the reverse
-    data_seed: int | None = None
+    data_seed: Seed | None = None
     max_time_minutes: PositiveFloat | None = None  # stop training after this long (the step count is then logged)
     val_every_n_steps: PositiveInt = 5_000
     checkpoint_every_n_steps: PositiveInt = 5_000
