@@ -243,3 +243,10 @@ def test_the_page_in_a_browser(model_dir, browser):
         _wait(lambda: "scene 1" in browser.find_element(By.ID, "message").text, what="the next scene")
     finally:
         page.close()
+
+
+def test_a_port_out_of_range_is_one_line(capsys):
+    from slotlab.cli.main import main
+
+    assert main(["app", "--port", "70000"]) == 2
+    assert capsys.readouterr().err == "slotlab: error: --port must be <= 65535, got 70000\n"

@@ -408,3 +408,49 @@ def test_object_discovery_demo_end_to_end(tmp_path, capsys):
     assert 0 <= metrics["fg_ari"] <= 1 and (out / "grid.png").is_file() and (out / "model" / "config.json").is_file()
     assert "FG-ARI" in capsys.readouterr().out
     assert metrics["num_iterations"] == load_config("tetrominoes_demo").model.eval_iterations == 5  # the preset's T
+
+
+def test_plot_refuses_bad_curves_and_tables_in_one_line(tmp_path, capsys):
+    png, curve, table, out = tmp_path / "a.png", tmp_path / "curve.jsonl", tmp_path / "t.json", tmp_path / "x.png"
+    Image.new("RGB", (4, 4)).save(png)
+    assert run_error(["plot", png, "--out", out], capsys) == f"slotlab: error: {png}: not a curve.jsonl (not text)"
+    curve.write_text('{"step": 1, "fg_ari": 0.5}\n5\n')
+    assert f"{curve}, line 2: not a curve row" in run_error(["plot", curve, "--out", out], capsys)
+    curve.write_text('{"step": 1, "fg_ari": 0.5}\n')
+    assert "have seconds (needed for --x minutes)" in run_error(["plot", curve, "--x", "minutes", "--out", out], capsys)
+    for bad, says in (({"x": [1, 2], "series": [1, 2]}, '"series" must be'), ({"x": 5, "series": {"a": [1]}}, '"x" must'),
+                      ({"x": [1], "series": {"a": [[1]]}}, "series 'a' must be a list of numbers")):
+        table.write_text(json.dumps(bad))
+        assert run_error(["plot", "--table", table, "--out", out], capsys).startswith(f"slotlab: error: {table}: {says}")
+    assert not out.exists()
+
+
+def test_concepts_tile_size_has_an_upper_bound(tmp_path, capsys):
+    argv = ["concepts", "show", "--library", tmp_path / "none.safetensors", "--out", tmp_path / "x.png"]
+    assert run_error([*argv, "--tile-size", "100000"], capsys) == "slotlab: error: --tile-size must be <= 1024, got 100000"
+
+
+def test_help_names_the_models_a_command_takes(workdir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["reconstruct", "--help"])
+    assert "trained Latent Slot Diffusion model (only LSD" in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["concepts", "build", "--help"])
+    assert "LSD or object discovery (not set prediction)" in " ".join(capsys.readouterr().out.split())
+    argv = ["reconstruct", "--checkpoint", workdir["model"], "--data", workdir["data"], "--out", tmp_path / "r.png"]
+    assert "works only with a Latent Slot Diffusion model" in run_error(argv, capsys)
+
+
+@pytest.mark.parametrize(
+    ("command", "flag"),
+    [(["visualize"], "--num-images"), (["reconstruct"], "--num-images"), (["fid"], "--features"), (["demo"], "--task"),
+     *[(["data", action], "--no-progress") for action in ("download", "convert", "cache-latents", "generate", "references")]],
+)
+def test_options_have_a_help_line(command, flag):
+    import argparse
+
+    parser = build_parser()
+    for name in command:
+        parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    (action,) = [a for a in parser._actions if flag in a.option_strings]
+    assert action.help and len(action.help) > 5

@@ -254,3 +254,39 @@ def test_store_path_with_tilde(tetro, tmp_path, monkeypatch):
     convert_dataset("tetrominoes", tetro["path"], tmp_path / "s", progress=False)
     cfg = DataConfig(dataset="tetrominoes", path="~/s", val_size=50, crop=[1, 1, 32, 32], resolution=32)
     assert len(build_dataset(cfg, "train")) == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [("count", -3, "count must be a whole number >= 0, got -3"),
+     ("image", {"dtype": "nope", "shape": [2]}, 'fields.image.dtype must be a numpy number type (uint8, float32, ...), got "nope"'),
+     ("image", {"dtype": "uint8", "shape": [3, "a"]}, 'fields.image.shape must be a list of whole numbers >= 0, got [3, "a"]')],
+)
+def test_a_store_with_a_bad_meta_json_is_one_line(tmp_path, capsys, key, value, says):
+    from slotlab.checkpoints import save_trained
+    from slotlab.config import ExperimentConfig
+    from slotlab.models import SlotAutoencoder, SlotAutoencoderConfig
+
+    model = SlotAutoencoder(SlotAutoencoderConfig(
+        resolution=8, num_slots=2, num_iterations=1, slot_dim=8, mlp_hidden=8, encoder_channels=[4], encoder_strides=[1],
+        decoder_broadcast=8, decoder_channels=[4], decoder_strides=[1]))
+    save_trained(model, ExperimentConfig(name="m", model=model.config), tmp_path / "m")
+    w = StoreWriter(tmp_path / "s", {})
+    w.append({"image": np.zeros((2, 2), np.uint8), "labels": np.zeros((2, 2), np.uint8)}, 2)
+    w.finish()
+    meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+    (meta if key == "count" else meta["fields"])[key] = value
+    (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
+    for argv in (["data", "references", str(tmp_path / "s")], ["eval", "--checkpoint", str(tmp_path / "m"), "--data", str(tmp_path / "s")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err == f"slotlab: error: {tmp_path / 's' / 'meta.json'}: {says}\n"
+    with pytest.raises(DataError, match="meta.json"):
+        StoreWriter(tmp_path / "s", {})
+
+
+def test_download_mirror_that_is_not_a_url_is_one_line(tmp_path, capsys):
+    assert main(["data", "download", "tetrominoes", "--mirror", "notaurl", "--root", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("slotlab: error: cannot download notaurl/") and "not a URL" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []

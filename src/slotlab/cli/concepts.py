@@ -18,7 +18,9 @@ from slotlab.cli.options import (
     open_data,
 )
 
-MODEL_HELP = "model folder (model.safetensors + config.json), run folder or .ckpt: LSD or object discovery"
+MODEL_HELP = (
+    "model folder (model.safetensors + config.json), run folder or .ckpt: LSD or object discovery (not set prediction)"
+)
 
 
 def add_concepts(sub) -> None:
@@ -34,9 +36,9 @@ def add_concepts(sub) -> None:
     b = actions.add_parser(
         "build",
         help="encode images, cluster their slots, save the library",
-        description="Encode images with a trained LSD or object discovery model, collect every "
-        "slot with its mask (LSD: last-iteration attention; autoencoder: the decoder's alpha "
-        "masks) and cluster the slots with K-means into --k concepts. Writes one .safetensors "
+        description="Encode images with a trained LSD or object discovery model (not set prediction: its slots "
+        "draw no images), collect every slot with its mask (LSD: last-iteration attention; autoencoder: the "
+        "decoder's alpha masks) and cluster the slots with K-means into --k concepts. Writes one .safetensors "
         "file (tensors + JSON metadata that records the model and data).",
     )
     add_checkpoint(b, help=MODEL_HELP)
@@ -68,7 +70,7 @@ def add_concepts(sub) -> None:
     s.add_argument("--out", required=True, help="PNG file to write")
     s.add_argument("--concepts", type=int, nargs="+", metavar="C", help="concept ids to draw (default: all)")
     number(s, "--per-concept", minimum=1, type=int, default=8, help="members per concept (default 8)")
-    number(s, "--tile-size", minimum=1, type=int, default=64, help="side of each tile in pixels (default 64)")
+    number(s, "--tile-size", minimum=1, maximum=1024, type=int, default=64, help="tile side in pixels (default 64)")
     s.add_argument("--data", help="the images the library was built from, if they moved (default: as recorded)")
     s.set_defaults(func=cmd_concepts_show)
 

@@ -16,7 +16,12 @@ def add_demo(sub) -> None:
         "encoder and Slot Attention start LSD, then Latent Slot Diffusion on the latents (lsd_demo), then "
         "FG-ARI/mBO/mIoU on held-out scenes and reconstructions from slots.",
     )
-    p.add_argument("--task", choices=["object_discovery", "lsd"], default="object_discovery")
+    p.add_argument(
+        "--task",
+        choices=["object_discovery", "lsd"],
+        default="object_discovery",
+        help="object_discovery: a Slot Attention autoencoder on Tetrominoes (default); lsd: Latent Slot Diffusion",
+    )
     p.add_argument(
         "--autoencoder-set",
         action="append",

@@ -49,7 +49,12 @@ def add_fid(sub) -> None:
         "group per scene (e.g. the ground concepts); default: random distinct concepts",
     )
     number(p, "--num", minimum=1, type=int, default=256, help="images per protocol (default 256)")
-    p.add_argument("--features", choices=["inception", "autoencoder"], default="inception")
+    p.add_argument(
+        "--features",
+        choices=["inception", "autoencoder"],
+        default="inception",
+        help="inception: FID's Inception-v3 (default); autoencoder: LSD's image autoencoder latents (a proxy)",
+    )
     p.add_argument("--inception", help="path of pt_inception-2015-12-05-6726825d.pth (else the cache or a download)")
     add_sampling(p)
     add_seed(p, "the slot noise, the draws and the sampling noise")

@@ -21,7 +21,7 @@ def add_visualize(sub) -> None:
     add_data(p)
     add_seed(p)
     p.add_argument("--out", required=True, help="PNG file to write")
-    number(p, "--num-images", minimum=1, type=int, default=8)
+    number(p, "--num-images", minimum=1, type=int, default=8, help="images to draw, one row each (default 8)")
     add_sampling(p)
     p.set_defaults(func=cmd_visualize)
 

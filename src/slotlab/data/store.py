@@ -16,6 +16,7 @@ files are cut back to the committed count and conversion continues from the ``co
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -33,12 +34,40 @@ def is_store(path: str | Path) -> bool:
 
 
 def _read_meta(root: Path) -> dict:
-    meta = read_json(
-        root / META, f"{root} is not a converted dataset (no {META}); make one with `slotlab data convert`"
-    )
+    path = root / META
+    meta = read_json(path, f"{root} is not a converted dataset (no {META}); make one with `slotlab data convert`")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise DataError(f"{root / META}: not a {FORMAT} file")
+        raise DataError(f"{path}: not a {FORMAT} file")
+    for key, ok, what in (
+        ("count", _is_size, "a whole number >= 0"),
+        ("consumed", _is_size, "a whole number >= 0"),
+        ("complete", lambda v: isinstance(v, bool), "true or false"),
+        ("fields", lambda v: isinstance(v, dict), "an object"),
+        ("attrs", lambda v: isinstance(v, dict), "an object"),
+    ):
+        if not ok(meta.get(key)):
+            raise DataError(f"{path}: {key} must be {what}, got {json.dumps(meta.get(key))}")
+    for name, spec in meta["fields"].items():
+        field = f"{path}: fields.{name}"
+        if not isinstance(spec, dict):
+            raise DataError(f'{field} must be {{"dtype": ..., "shape": [...]}}, got {json.dumps(spec)}')
+        shape, dtype = spec.get("shape"), spec.get("dtype")
+        if not isinstance(shape, list) or not all(_is_size(d) for d in shape):
+            raise DataError(f"{field}.shape must be a list of whole numbers >= 0, got {json.dumps(shape)}")
+        if not _is_dtype(dtype):
+            raise DataError(f"{field}.dtype must be a numpy number type (uint8, float32, ...), got {json.dumps(dtype)}")
     return meta
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_dtype(value) -> bool:
+    try:  # np.dtype(None) is float64: only names count
+        return isinstance(value, str) and np.dtype(value).kind in ("b", "i", "u", "f", "c")
+    except (TypeError, ValueError):
+        return False
 
 
 class StoreWriter:
@@ -124,7 +153,7 @@ class StoreWriter:
 
 
 def _item_bytes(spec: dict) -> int:
-    return int(np.prod(spec["shape"], dtype=np.int64)) * np.dtype(spec["dtype"]).itemsize
+    return math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize  # exact: np.prod would wrap around
 
 
 class Store:
