@@ -190,7 +190,7 @@ def test_cli_compose_and_edit_lsd(tmp_path, capsys):
     out = tmp_path / "gen" / "grid.png"
     assert run_cli(["compose", "--checkpoint", tmp_path / "lsd", "--library", lib, "--out", out, "--concepts", "0",
                     "1,2", "--num", 2, "--steps", 2]) == 0
-    prompt = json.loads((tmp_path / "gen" / "prompt.json").read_text())
+    prompt = json.loads((tmp_path / "gen" / "grid.json").read_text())
     assert prompt["concepts"] == [0, [1, 2]] and len(prompt["scenes"]) == 2 and prompt["steps"] == 2
     # composed | slot 0 | slot 1 columns, two rows, scale 16
     assert Image.open(out).size == (2 + 3 * (256 + 2), 14 + 2 + 2 * (256 + 2))

@@ -347,6 +347,27 @@ def test_an_empty_source_makes_no_store(tmp_path, capsys):
     assert "--limit must be >= 1" in one_line_error(capsys)
 
 
+def test_a_failed_conversion_leaves_no_folder(tmp_path, capsys):
+    (tmp_path / "notes.tfrecords").write_text("not a record file\n")
+    for source in (tmp_path / "missing.tfrecords", tmp_path / "notes.tfrecords"):
+        assert run_cli(["data", "convert", "tetrominoes", source, tmp_path / "store", "--no-progress"], capsys) == 2
+        one_line_error(capsys)
+        assert not (tmp_path / "store").exists()
+
+
+def test_outputs_of_the_wrong_kind_and_empty_presets_are_one_line(tmp_path, run, capsys):
+    for out in (tmp_path / "v.xyz", tmp_path / "noext"):
+        assert run_cli(["visualize", "--checkpoint", run, "--out", out], capsys) == 2
+        assert "ending in .png" in one_line_error(capsys) and not out.exists()
+    (tmp_path / "folder").mkdir()
+    argv = ["concepts", "build", "--checkpoint", run, "--out", tmp_path / "folder", "--k", 2, "--no-progress"]
+    assert run_cli(argv, capsys) == 2
+    assert one_line_error(capsys) == f"slotlab: error: Is a directory: {tmp_path / 'folder'}"
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    assert run_cli(["train", tmp_path / "empty.yaml", "--out", tmp_path / "r"], capsys) == 2
+    assert "an empty preset" in one_line_error(capsys) and not (tmp_path / "r").exists()
+
+
 # --------------------------------------------------------------------------- 9: disk full, unwritable outputs
 
 

@@ -135,9 +135,11 @@ def read_preset(preset: str | os.PathLike) -> dict:
     """A preset's YAML as plain values (a one-line error when it is not a valid YAML mapping)."""
     path = preset_path(preset)
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())[:200]})") from None
+    if values is None:  # an empty file would silently be every default
+        raise ConfigError(f"{path}: an empty preset; give at least its task (`slotlab presets NAME` prints one)")
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of config sections, got {type(values).__name__}")
     return values

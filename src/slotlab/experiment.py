@@ -24,7 +24,7 @@ from slotlab.checkpoints import config_of_checkpoint, read_checkpoint, save_trai
 from slotlab.config import ExperimentConfig, config_from_dict
 from slotlab.data.registry import build_dataset
 from slotlab.errors import ConfigError
-from slotlab.io import LOCK_FILE, FolderLock, atomic_write_text
+from slotlab.io import FolderLock, atomic_write_text
 from slotlab.kinds import kind
 from slotlab.training.base import SlotModule
 from slotlab.training.checkpoint_io import patch_checkpoint
@@ -213,17 +213,12 @@ def train(
     module = k.build_module(config)  # built (and so checked) before the folder is touched
     if warm is not None:
         module.model.load_state_dict(warm, strict=False)
-    created = not out_dir.exists()
-    try:
-        with FolderLock(out_dir, f"train {config.name}") if not _is_replica() else contextlib.nullcontext():
-            claim_run_folder(out_dir, resume, overwrite)
-            if resume_path is not None:
-                trim_curve(out_dir / "curve.jsonl", step)
-            return _fit(k, config, out_dir, train_set, val_set, resume_path, module, progress, callbacks, start)
-    except BaseException:
-        if created and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}:
-            shutil.rmtree(out_dir, ignore_errors=True)  # a start that failed leaves nothing behind
-        raise
+    # a start that fails leaves no folder behind (FolderLock removes the one it made)
+    with FolderLock(out_dir, f"train {config.name}") if not _is_replica() else contextlib.nullcontext():
+        claim_run_folder(out_dir, resume, overwrite)
+        if resume_path is not None:
+            trim_curve(out_dir / "curve.jsonl", step)
+        return _fit(k, config, out_dir, train_set, val_set, resume_path, module, progress, callbacks, start)
 
 
 def _fit(k, config, out_dir, train_set, val_set, resume_path, module, progress, callbacks, start) -> TrainResult:

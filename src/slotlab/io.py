@@ -11,6 +11,7 @@ import errno
 import http.client
 import json
 import os
+import shutil
 import tempfile
 import time
 import urllib.error
@@ -52,8 +53,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     (the old file, if any, stays whole until then). On error the temporary file is removed. A link or a special
     file (``/dev/stdout``, a pipe) is written through, not replaced."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if path.is_symlink() or (path.exists() and not path.is_file()):
-        yield path  # a folder fails here, under its own name
+        yield path
         return
     for parent in path.parents:
         if parent.exists():
@@ -139,7 +142,8 @@ class FolderLock:
     """One writer per folder: an OS-level lock (``filelock``, released by the OS when the process ends, even by
     kill -9) on ``DIR/.slotlab.lock``, held for as long as a command writes into the folder. Who holds it (command,
     process id, start time) is written beside it, so a second writer is refused with one line that names the
-    holder. Use as a context manager; ``folder`` is created if needed."""
+    holder. Use as a context manager; ``folder`` is created if needed, and removed again if the block fails before
+    anything but the lock was written into it."""
 
     def __init__(self, folder: str | Path, command: str):
         self.folder, self.command = Path(folder), command
@@ -148,6 +152,7 @@ class FolderLock:
     def __enter__(self) -> FolderLock:
         from filelock import FileLock, Timeout
 
+        self._created = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.folder / LOCK_FILE))
         try:
@@ -180,3 +185,5 @@ class FolderLock:
                 (self.folder / HOLDER_FILE).unlink()
             self._lock.release()
             self._lock = None
+        if exc[0] is not None and self._created and {p.name for p in self.folder.iterdir()} <= {LOCK_FILE}:
+            shutil.rmtree(self.folder, ignore_errors=True)  # a start that failed leaves nothing behind

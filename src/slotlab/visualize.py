@@ -19,6 +19,8 @@ from torch import Tensor
 
 from slotlab.data.formats.clevr import COLOR_RGB, COLORS, MATERIALS, SHAPES, SIZES
 from slotlab.data.transforms import to_uint8
+from slotlab.errors import ConfigError
+from slotlab.io import atomic_path
 from slotlab.models import Sampling, mask_labels
 
 # Distinct colours for segmentation label maps (label i -> PALETTE[i % len]).
@@ -133,9 +135,12 @@ def draw_lsd_grid(
 
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
+    """``image`` as a PNG file, written atomically; ``path`` must end in .png."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    if path.suffix.lower() != ".png":
+        raise ConfigError(f"{path}: pictures are written as PNG; give a file name ending in .png")
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return path
 
 

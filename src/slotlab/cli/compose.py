@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from slotlab.cli.concepts import MODEL_HELP
 from slotlab.cli.options import add_checkpoint, add_sampling, add_seed, concept_groups, number
+from slotlab.io import write_json
 
 
 def add_compose(sub) -> None:
@@ -16,12 +16,12 @@ def add_compose(sub) -> None:
         description="Compositional generation with a concept library: every scene takes one member "
         "slot (drawn at random) of each chosen concept, and the model decodes the set (LSD: by "
         "reverse diffusion from noise). Writes the PNG grid (each scene, then the image regions of "
-        "the slots it was made from) and prompt.json beside it (concept ids and the image and slot "
+        "the slots it was made from) and its prompt beside it (OUT with .json: concept ids and the image and slot "
         "of every member used).",
     )
     add_checkpoint(p, required=False, help=MODEL_HELP + " (default: the library's model)")
     p.add_argument("--library", required=True, help="a library from `slotlab concepts build`")
-    p.add_argument("--out", required=True, help="PNG file to write; prompt.json goes beside it")
+    p.add_argument("--out", required=True, help="PNG file to write; its prompt goes beside it (.json)")
     p.add_argument(
         "--concepts",
         nargs="+",
@@ -79,7 +79,6 @@ def cmd_compose(args) -> int:
         print(f"slotlab: note: the member slots are not drawn ({e})", file=sys.stderr)
     path = save_png(column_sheet(columns, max(1, 256 // images.shape[-1])), args.out)
     prompt.update(checkpoint=str(checkpoint), library=str(args.library))
-    prompt_path = path.with_name("prompt.json")
-    prompt_path.write_text(json.dumps(prompt, indent=2) + "\n")
+    prompt_path = write_json(path.with_suffix(".json"), prompt)
     print(f"wrote {path} and {prompt_path}")
     return 0

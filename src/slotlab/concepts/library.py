@@ -29,6 +29,7 @@ from slotlab.data.datasets import SceneDataset, SequentialBatchSampler
 from slotlab.data.transforms import to_uint8
 from slotlab.editing import encode_slots, slot_model
 from slotlab.errors import ConfigError, DataError
+from slotlab.io import atomic_path
 from slotlab.kinds import kind_of
 
 BACKENDS = ("torch", "sklearn", "sklearn-minibatch")
@@ -359,13 +360,13 @@ class ConceptLibrary:
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors().items()}
-        save_file(
-            tensors,
-            str(path),
-            metadata={"format": FORMAT, "version": str(FORMAT_VERSION), "metadata": json.dumps(self.metadata)},
-        )
+        with atomic_path(path) as tmp:
+            save_file(
+                tensors,
+                str(tmp),
+                metadata={"format": FORMAT, "version": str(FORMAT_VERSION), "metadata": json.dumps(self.metadata)},
+            )
         return path
 
     @classmethod
