@@ -355,6 +355,18 @@ def test_a_failed_conversion_leaves_no_folder(tmp_path, capsys):
         assert not (tmp_path / "store").exists()
 
 
+def test_inputs_of_the_wrong_kind_are_named_so(tmp_path, run, capsys):
+    (tmp_path / "notes.txt").write_text("scenes\n")
+    (tmp_path / "folder").mkdir()
+    for data, says in ((tmp_path / "notes.txt", "not a .txt"), (tmp_path / "folder", "not a converted store")):
+        assert run_cli(["eval", "--checkpoint", run, "--data", data], capsys) == 2
+        assert says in one_line_error(capsys)
+    with pytest.raises(SystemExit) as stop:  # an override without a value, after the options
+        run_cli(["train", "tetrominoes_demo", "--out", tmp_path / "r", "optim.max_steps=2", "optim.lr"], capsys)
+    assert stop.value.code == 2 and "override 'optim.lr' is not of the form" in one_line_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
 def test_outputs_of_the_wrong_kind_and_empty_presets_are_one_line(tmp_path, run, capsys):
     for out in (tmp_path / "v.xyz", tmp_path / "noext"):
         assert run_cli(["visualize", "--checkpoint", run, "--out", out], capsys) == 2

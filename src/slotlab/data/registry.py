@@ -458,6 +458,10 @@ def open_dataset(
                 f"{resolution}: convert again with --resolution {resolution}"
             )
         return store_dataset(store)
+    if path.is_dir():
+        raise DataError(f"{data}: a folder but not a converted store (no meta.json); give a store or a .npz file")
+    if path.exists() and path.suffix.lower() != ".npz":
+        raise DataError(f"{data}: give a store (`slotlab data convert`) or a .npz file, not a {path.suffix or 'file'}")
     images, labels = load_npz(path)
     h, w = images.shape[1:3]
     crop = None
