@@ -168,7 +168,11 @@ def test_cli_data_generate_convert_info_list(tmp_path, capsys):
     assert tf.is_file()
     np.testing.assert_array_equal(next(mo.read_multi_object("tetrominoes", tf))["image"],
                                   generate_tetrominoes(40, 3)["image"][0])
+    # again into the same folder: refused, the file (perhaps a download of that name) kept
+    before = tf.read_bytes()
     capsys.readouterr()
+    assert main(["data", "generate", "tetrominoes", str(tmp_path / "g"), "-n", "4"]) == 2
+    assert "already holds files" in capsys.readouterr().err and tf.read_bytes() == before
     assert main(["data", "convert", "tetrominoes", str(tf), str(tmp_path / "s"), "--no-progress"]) == 0
     assert json.loads(capsys.readouterr().out)["items"] == 40
     assert main(["data", "info", str(tmp_path / "s")]) == 0

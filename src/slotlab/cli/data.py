@@ -235,7 +235,10 @@ def cmd_generate(args) -> int:
         return 0
     if info.write_twin is None:
         raise DataError(f"dataset {args.name!r} is procedural only, with no published format to write: use --store")
-    print(info.write_twin(Path(args.out), args.num, args.seed))
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()):  # the twin's files bear the published names: a download's, perhaps
+        raise DataError(f"{out} already holds files; the twin is written into a new or empty folder")
+    print(info.write_twin(out, args.num, args.seed))
     return 0
 
 
