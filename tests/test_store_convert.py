@@ -162,6 +162,17 @@ def test_movi_download_reads_tfds_shard_list(tmp_path):
     assert [p.name for p in paths] == ["movi_e-validation.tfrecord-00000-of-00001"]
 
 
+def test_data_info_describes_an_npz_and_references_refuse_a_file(tmp_path, capsys):
+    from slotlab.data import save_npz
+
+    save_npz(tmp_path / "scenes.npz", generate_tetrominoes(3, 0)["image"], generate_tetrominoes(3, 0)["mask"][..., 0])
+    assert main(["data", "info", str(tmp_path / "scenes.npz")]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["images"] == "uint8 [3, 35, 35, 3]" and info["labels"] == "uint8 [3, 35, 35]"
+    assert main(["data", "references", str(tmp_path / "scenes.npz"), "--no-progress"]) == 2
+    assert "a file, not a converted store" in capsys.readouterr().err
+
+
 def test_cli_data_generate_convert_info_list(tmp_path, capsys):
     assert main(["data", "generate", "tetrominoes", str(tmp_path / "g"), "-n", "40", "--seed", "3"]) == 0
     tf = tmp_path / "g" / "tetrominoes_train.tfrecords"

@@ -61,9 +61,10 @@ def add_data(sub) -> None:
 
     q = dsub.add_parser(
         "info",
-        help="describe a store, a TFRecord file or a dataset name",
-        description="Print JSON about PATH: a converted store (items, fields, source), a TFRecord "
-        "file (records, features of the first), or a registered dataset name.",
+        help="describe a store, a .npz, a TFRecord file or a dataset name",
+        description="Print JSON about PATH: a converted store (items, fields, source), a bring-your-own .npz "
+        "(its images and label maps as --data reads them), a TFRecord file (records, features of the first), "
+        "or a registered dataset name.",
     )
     q.add_argument("path")
     q.set_defaults(func=cmd_info)
@@ -178,7 +179,13 @@ def cmd_info(args) -> int:
     path = Path(args.path)
     if is_store(path):
         info = Store(path, allow_incomplete=True).describe()
-    elif path.is_file():
+    elif path.is_file() and path.suffix.lower() == ".npz":  # a bring-your-own file: its arrays, as --data reads them
+        from slotlab.data.formats.npz import load_npz
+
+        images, labels = load_npz(path)
+        info = {"path": str(path), "images": f"{images.dtype} {list(images.shape)}"}
+        info["labels"] = f"{labels.dtype} {list(labels.shape)}" if labels is not None else None
+    elif path.is_file():  # a TFRecord file of a published dataset
         from slotlab.data.formats.tfrecord import parse_example, read_records
 
         count, first = 0, None

@@ -35,6 +35,8 @@ def is_store(path: str | Path) -> bool:
 
 def _read_meta(root: Path) -> dict:
     path = root / META
+    if root.is_file():
+        raise DataError(f"{root}: a file, not a converted store (a folder from `slotlab data convert`)")
     meta = read_json(path, f"{root} is not a converted dataset (no {META}); make one with `slotlab data convert`")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a {FORMAT} file")
