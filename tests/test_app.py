@@ -250,3 +250,6 @@ def test_a_port_out_of_range_is_one_line(capsys):
 
     assert main(["app", "--port", "70000"]) == 2
     assert capsys.readouterr().err == "slotlab: error: --port must be <= 65535, got 70000\n"
+    assert main(["app", "--host", "nosuch.invalid"]) == 2  # .invalid never resolves (RFC 2606)
+    err = capsys.readouterr().err
+    assert err.startswith("slotlab: error: --host nosuch.invalid: cannot resolve it") and err.count("\n") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from slotlab.cli.options import number
 
 
@@ -30,6 +32,10 @@ def cmd_app(args) -> int:
         from slotlab.app import serve
     except ImportError as e:
         raise ConfigError(f"slotlab app needs Gradio: pip install -e '.[app]' ({e})") from None
+    try:  # else the server's log and a wrong "no empty port" message, two lines
+        socket.getaddrinfo(args.host, args.port)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError(f"--host {args.host}: cannot resolve it ({e})") from None
     print(f"slotlab app: http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     serve(args.checkpoint, args.library, args.data, args.port, args.host, block=True)
     return 0
