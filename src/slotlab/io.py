@@ -138,6 +138,10 @@ LOCK_FILE = ".slotlab.lock"
 HOLDER_FILE = ".slotlab.lock.json"
 
 
+def _holds_only_the_lock(folder: Path) -> bool:
+    return {p.name for p in folder.iterdir()} <= {LOCK_FILE}
+
+
 class FolderLock:
     """One writer per folder: an OS-level lock (``filelock``, released by the OS when the process ends, even by
     kill -9) on ``DIR/.slotlab.lock``, held for as long as a command writes into the folder. Who holds it (command,
@@ -185,5 +189,5 @@ class FolderLock:
                 (self.folder / HOLDER_FILE).unlink()
             self._lock.release()
             self._lock = None
-        if exc[0] is not None and self._created and {p.name for p in self.folder.iterdir()} <= {LOCK_FILE}:
+        if exc[0] is not None and self._created and self.folder.is_dir() and _holds_only_the_lock(self.folder):
             shutil.rmtree(self.folder, ignore_errors=True)  # a start that failed leaves nothing behind
