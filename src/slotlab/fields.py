@@ -51,7 +51,8 @@ def _num(x: float) -> str:
 
 PositiveInt = Annotated[int, Range(1)]
 NonNegativeInt = Annotated[int, Range(0)]
-Seed = Annotated[int, Range(0, 2**31 - 1)]  # every generator takes it, with room for offsets
+SEED_MAX = 2**31 - 1  # every generator takes a seed up to it, with room for offsets
+Seed = Annotated[int, Range(0, SEED_MAX)]
 PositiveFloat = Annotated[float, Range(0, lo_open=True)]
 NonNegativeFloat = Annotated[float, Range(0)]
 Fraction = Annotated[float, Range(0, 1)]  # a probability or weight in [0, 1]

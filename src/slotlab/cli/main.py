@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
         args.overrides += extra
     elif extra and hasattr(args, "overrides") and not any(x.startswith("-") for x in extra):
-        bad = next(x for x in extra if "=" not in x)  # as load_config says it of one before the options
+        bad = next(x for x in extra if "=" not in x)  # load_config's words for one before the options
         sys.exit(_error(f"override {bad!r} is not of the form key.sub=value"))
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -22,15 +22,15 @@ def number(
     :func:`check_numbers` after parsing, so a bad value is one ``slotlab: error:`` line, not a usage message."""
     parser = kwargs.pop("parser", p)  # the parser, when ``p`` is a group of its options
     action = p.add_argument(*flags, **kwargs)
-    bounds = {**(parser.get_default("_minimums") or {}), action.dest: (flags[-1], minimum, maximum)}
-    parser.set_defaults(_minimums=bounds)
+    bounds = {**(parser.get_default("_bounds") or {}), action.dest: (flags[-1], minimum, maximum)}
+    parser.set_defaults(_bounds=bounds)
 
 
 def check_numbers(args: argparse.Namespace) -> None:
     """Refuse, in one line, a number outside its range (see :func:`number`)."""
     from slotlab.errors import ConfigError
 
-    for dest, (flag, minimum, maximum) in (getattr(args, "_minimums", None) or {}).items():
+    for dest, (flag, minimum, maximum) in (getattr(args, "_bounds", None) or {}).items():
         value = getattr(args, dest, None)
         for v in value if isinstance(value, list) else [value]:
             if v is not None and v < minimum:
@@ -55,7 +55,9 @@ def add_data(p: argparse.ArgumentParser, splits: tuple[str, ...] = ("val", "test
 
 
 def add_seed(p: argparse.ArgumentParser, what: str = "the slot initialisation noise") -> None:
-    number(p, "--seed", minimum=0, maximum=2**31 - 1, type=int, default=0, help=f"seed of {what} (default 0)")
+    from slotlab.fields import SEED_MAX
+
+    number(p, "--seed", minimum=0, maximum=SEED_MAX, type=int, default=0, help=f"seed of {what} (default 0)")
 
 
 def add_batch_size(p: argparse.ArgumentParser, default: int = 64) -> None:
