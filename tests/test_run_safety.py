@@ -355,6 +355,12 @@ def test_a_failed_conversion_leaves_no_folder(tmp_path, capsys):
         assert not (tmp_path / "store").exists()
 
 
+def test_fid_checks_its_concepts_before_it_loads_anything(tmp_path, capsys):
+    argv = ["fid", "--checkpoint", tmp_path / "missing", "--library", tmp_path / "lib.safetensors", "--concepts", "1,x"]
+    assert run_cli(argv, capsys) == 2
+    assert "--concepts: '1,x' is not a concept id" in one_line_error(capsys)
+
+
 def test_inputs_of_the_wrong_kind_are_named_so(tmp_path, run, capsys):
     (tmp_path / "notes.txt").write_text("scenes\n")
     (tmp_path / "folder").mkdir()

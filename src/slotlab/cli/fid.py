@@ -69,6 +69,7 @@ def cmd_fid(args) -> int:
     unknown = [p for p in args.protocols or [] if p not in PROTOCOLS]
     if unknown:
         raise DataError(f"unknown protocol {unknown[0]!r}; protocols: {', '.join(PROTOCOLS)}")
+    concepts = concept_groups(args.concepts)  # checked before the model, the data and the features are loaded
     model, config = load_model(args, "fid")
     dataset = open_data(args, model, config)
     library = None
@@ -109,7 +110,7 @@ def cmd_fid(args) -> int:
         args.steps,
         args.sampler,
         autoencoder,
-        concepts=concept_groups(args.concepts),
+        concepts=concepts,
     )
     write_json(
         {
