@@ -95,11 +95,25 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"slotlab {__version__}"
 
 
-def test_missing_subcommand_is_a_usage_error(capsys):
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        ([], "the following arguments are required: COMMAND (see 'slotlab --help')"),
+        (["nope"], "argument COMMAND: invalid choice: 'nope'"),
+        (["train"], "train: the following arguments are required: preset, --out (see 'slotlab train --help')"),
+        (["eval", "--checkpoint", "m", "--split", "x"], "eval: argument --split: invalid choice: 'x'"),
+        (["train", "p", "--out", "o", "--bogus"], "train: unrecognized arguments: --bogus (see 'slotlab train --help')"),
+        (["data", "info", "x", "--bogus"], "data info: unrecognized arguments: --bogus (see 'slotlab data info --help')"),
+        (["concepts", "show"], "concepts show: the following arguments are required: --library, --out"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_help(argv, says, capsys):
     with pytest.raises(SystemExit) as e:
-        main([])
+        main(argv)
+    err = capsys.readouterr().err
     assert e.value.code == 2
-    assert "slotlab: error:" in capsys.readouterr().err
+    assert err.strip().splitlines() == [err.strip()] and err.startswith("slotlab: error: "), err
+    assert says in err, err
 
 
 # --------------------------------------------------------------------------------- presets

@@ -48,7 +48,7 @@ def add_demo(sub) -> None:
         help="training time budget in minutes (default: the preset's: 8.5 for object discovery, 20 for the LSD stage)",
     )
     add_seed(p, "the data, the weights and the slot noise")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides of the demo preset")
+    p.add_argument("overrides", nargs="*", default=[], help="key.sub=value overrides of the demo preset")
     p.set_defaults(func=cmd_demo)
 
 

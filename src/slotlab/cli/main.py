@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from typing import NoReturn
 
 from slotlab.cli.app import add_app
 from slotlab.cli.compose import add_compose
@@ -46,8 +47,19 @@ COMMANDS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its own errors (a missing argument, an unknown option, a bad choice) as one line, like every
+    other error; the usage it would print is one ``--help`` away, and the subcommands' parsers are of this class too
+    (``add_subparsers`` makes them so)."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("slotlab").strip()
+        where = f"{command}: " if command else ""
+        sys.exit(_error(f"{where}{message} (see '{self.prog} --help')"))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="slotlab", description="Object-centric learning with Slot Attention and Latent Slot Diffusion."
     )
     parser.add_argument("--version", action="version", version=_version())
@@ -73,7 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         bad = next(x for x in extra if "=" not in x)  # load_config's words for one before the options
         sys.exit(_error(f"override {bad!r} is not of the form key.sub=value"))
     elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        actions = [v for k, v in vars(args).items() if k.endswith("_command") and v]  # `data generate`, `concepts show`
+        command = " ".join([args.command, *actions])
+        sys.exit(_error(f"{command}: unrecognized arguments: {' '.join(extra)} (see 'slotlab {command} --help')"))
     resume = getattr(args, "resume", None)
     if resume and "=" in resume and not resume.endswith(".ckpt"):  # `--resume a.b=1`: a bare --resume, then an override
         args.overrides.insert(0, resume)

@@ -19,7 +19,7 @@ def number(
     p: argparse.ArgumentParser, *flags: str, minimum: int | float, maximum: int | float | None = None, **kwargs
 ) -> None:
     """An option (or positional) that takes a number of at least ``minimum`` (and at most ``maximum``): checked by
-    :func:`check_numbers` after parsing, so a bad value is one ``slotlab: error:`` line, not a usage message."""
+    :func:`check_numbers` after parsing (argparse checks types and choices, not ranges)."""
     parser = kwargs.pop("parser", p)  # the parser, when ``p`` is a group of its options
     action = p.add_argument(*flags, **kwargs)
     bounds = {**(parser.get_default("_bounds") or {}), action.dest: (flags[-1], minimum, maximum)}

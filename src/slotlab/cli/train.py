@@ -16,7 +16,7 @@ def add_train(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("preset", help="preset name (see `slotlab presets`) or a YAML file")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides (values parsed as YAML)")
+    p.add_argument("overrides", nargs="*", default=[], help="key.sub=value overrides (values parsed as YAML)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, logs/ (TensorBoard), curve.jsonl, model/")
     p.add_argument(
         "--resume",
