@@ -669,3 +669,14 @@ def test_files_written_atomically_get_the_usual_mode(tmp_path):
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_an_unwritable_output_is_named_not_its_temporary_file(tmp_path, run, capsys):
+    """/proc refuses new files even to root: the error names the output the user gave."""
+    from slotlab.io import atomic_write_text
+
+    with pytest.raises(OSError) as e:
+        atomic_write_text("/proc/slotlab-metrics.json", "{}")
+    assert e.value.filename == "/proc/slotlab-metrics.json"
+    assert run_cli(["eval", "--checkpoint", run, "--out", "/proc/slotlab-metrics.json", "--no-progress"], capsys) == 2
+    assert one_line_error(capsys).endswith("/proc/slotlab-metrics.json")

@@ -64,16 +64,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
             break
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # an unwritable folder: the error names the output, not a temporary name in it
+        raise _naming(e, path) from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the mode open() would have given it
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename == tmp:  # a full disk while writing: name the output
+            raise _naming(e, path) from None
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same error (its class, errno and message) about ``path``."""
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
