@@ -17,7 +17,7 @@ from slotlab.evaluation import evaluate_object_discovery
 from slotlab.experiment import train
 from slotlab.models import SlotAutoencoder
 
-STEPS = 2500
+STEPS = 2000
 OVERRIDES = [f"optim.max_steps={STEPS}", "data.train_size=20000", "trainer.max_time_minutes=null",
              f"trainer.val_every_n_steps={STEPS}", f"trainer.checkpoint_every_n_steps={STEPS}", "trainer.compile=false"]
 # three steps of a tiny model on eight scenes, fp32
