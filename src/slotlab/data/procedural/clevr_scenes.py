@@ -734,6 +734,30 @@ def _blocks(
         yield lay, images, ents
 
 
+def _per_entity(values: np.ndarray, present: np.ndarray, dtype: type) -> np.ndarray:
+    """Per-object values ``[N, M, ...]`` as per-entity ones ``[N, 1 + M, ...]``: entity 0 (the background) and the
+    absent objects are 0, as in the published CLEVR-with-masks records."""
+    out: np.ndarray = np.zeros((len(values), 1 + present.shape[1], *values.shape[2:]), dtype=dtype)
+    out[:, 1:] = np.where(present.reshape(present.shape + (1,) * (values.ndim - 2)), values, 0)
+    return out
+
+
+def _entity_fields(lay: _Layouts, pixel_coords: np.ndarray) -> dict[str, np.ndarray]:
+    """The per-entity fields of every CLEVR-like twin: 3D position, rotation, visibility, pixel coordinates, shape
+    and size (``[N, 1 + M]``; the twins add their own colour and material)."""
+    present = lay.present
+    return {
+        "x": _per_entity(lay.xy[..., 0], present, np.float32),
+        "y": _per_entity(lay.xy[..., 1], present, np.float32),
+        "z": _per_entity(lay.half_height, present, np.float32),
+        "rotation": _per_entity(lay.rotation, present, np.float32),
+        "visibility": np.concatenate([np.ones((len(present), 1), np.float32), present.astype(np.float32)], 1),
+        "pixel_coords": _per_entity(pixel_coords, present, np.float32),
+        "shape": _per_entity(lay.shape + 1, present, np.uint8),
+        "size": _per_entity(lay.size + 1, present, np.uint8),
+    }
+
+
 def _pixel_coords(lay: _Layouts, h: int, w: int, aspect: float | None, fov_deg: float) -> np.ndarray:
     """CLEVR pixel_coords of object centres: (round(column), round(row), depth) float32 [B, K, 3]."""
     cam = _Camera.make(torch.from_numpy(lay.camera), fov_deg, w / h if aspect is None else aspect)
@@ -865,27 +889,12 @@ def generate_clevr_scenes(
         )
         images = np.zeros((0, height, width, 3), np.uint8)
         ents = np.zeros((0, height, width), np.uint8)
-    present = lay.present
     pc = _pixel_coords(lay, height, width, aspect, fov_deg)
-
-    def entities(values: np.ndarray, dtype: type) -> np.ndarray:
-        out: np.ndarray = np.zeros((len(values), e, *values.shape[2:]), dtype=dtype)
-        mask = present.reshape(present.shape + (1,) * (values.ndim - 2))
-        out[:, 1:] = np.where(mask, values, 0)
-        return out
-
     out = {
         "image": images,
-        "x": entities(lay.xy[..., 0], np.float32),
-        "y": entities(lay.xy[..., 1], np.float32),
-        "z": entities(lay.half_height, np.float32),
-        "rotation": entities(lay.rotation, np.float32),
-        "visibility": np.concatenate([np.ones((len(present), 1), np.float32), present.astype(np.float32)], 1),
-        "pixel_coords": entities(pc, np.float32),
-        "color": entities(lay.color + 1, np.uint8),
-        "material": entities(lay.material + 1, np.uint8),
-        "shape": entities(lay.shape + 1, np.uint8),
-        "size": entities(lay.size + 1, np.uint8),
+        **_entity_fields(lay, pc),
+        "color": _per_entity(lay.color + 1, lay.present, np.uint8),
+        "material": _per_entity(lay.material + 1, lay.present, np.uint8),
         "scenes": _scene_dicts(lay, pc, 0),
     }
     if masks:

@@ -40,9 +40,11 @@ from slotlab.data.formats.clevrtex import write_clevrtex
 from slotlab.data.procedural.clevr_scenes import (
     FOV_DEG,
     _blocks,
+    _entity_fields,
     _ground_axes,
     _Hit,
     _Layouts,
+    _per_entity,
     _pixel_coords,
     _sample_layouts,
     _Style,
@@ -500,30 +502,17 @@ def generate_clevrtex_scenes(
         images = np.zeros((0, height, width, 3), np.uint8)
         labels = np.zeros((0, height, width), np.uint8)
     e = max_objects + 1
-    present = lay.present
     pc = _pixel_coords(lay, height, width, None, FOV_DEG)
 
-    def entities(values: np.ndarray, dtype: type) -> np.ndarray:
-        out: np.ndarray = np.zeros((len(values), e, *values.shape[2:]), dtype=dtype)
-        out[:, 1:] = np.where(present.reshape(present.shape + (1,) * (values.ndim - 2)), values, 0)
-        return out
-
-    def with_ground(values: np.ndarray, dtype: type) -> np.ndarray:
-        out = entities(values[:, 1:], dtype)
+    def with_ground(values: np.ndarray, dtype: type) -> np.ndarray:  # [N, 1 + M]: the ground's value kept
+        out = _per_entity(values[:, 1:], lay.present, dtype)
         out[:, 0] = values[:, 0]
         return out
 
     out = {
         "image": images,
         "labels": labels,
-        "x": entities(lay.xy[..., 0], np.float32),
-        "y": entities(lay.xy[..., 1], np.float32),
-        "z": entities(lay.half_height, np.float32),
-        "rotation": entities(lay.rotation, np.float32),
-        "visibility": np.concatenate([np.ones((len(present), 1), np.float32), present.astype(np.float32)], 1),
-        "pixel_coords": entities(pc, np.float32),
-        "shape": entities(lay.shape + 1, np.uint8),
-        "size": entities(lay.size + 1, np.uint8),
+        **_entity_fields(lay, pc),
         "material": with_ground(lay.family + 1, np.uint8),
         "metal": with_ground(lay.metal.astype(np.uint8), np.uint8),
         "color": with_ground(lay.colors[:, :, 0], np.float32),
