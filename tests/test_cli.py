@@ -121,6 +121,10 @@ def test_usage_errors_are_one_line_naming_the_help(argv, says, capsys):
 
 def test_presets_lists_every_preset(capsys):
     assert main(["presets"]) == 0
+    rows = [line.split(maxsplit=2) for line in capsys.readouterr().out.splitlines()]
+    assert [row[0] for row in rows] == PRESETS
+    assert all(row[1] in ("object_discovery", "set_prediction", "autoencoder", "lsd") for row in rows)
+    assert main(["presets", "--names"]) == 0
     assert capsys.readouterr().out.split() == PRESETS
     assert {"clevr6", "tetrominoes_demo", "clevr_set_prediction", "lsd_movi_e", "autoencoder"} <= set(PRESETS)
 

@@ -12,6 +12,7 @@ from slotlab.config import (
     config_from_dict,
     list_presets,
     load_config,
+    preset_summary,
 )
 from slotlab.errors import ConfigError
 from slotlab.kinds import KINDS
@@ -27,6 +28,13 @@ PAPER = ["tetrominoes", "multi_dsprites", "clevr6"]
 def test_presets_found():
     assert {"tetrominoes", "multi_dsprites", "clevr6", "tetrominoes_demo"} <= set(PRESET_FILES)
     assert set(PRESET_FILES) <= set(list_presets())
+
+
+@pytest.mark.parametrize("name", PRESET_FILES)
+def test_every_preset_opens_with_a_one_sentence_summary(name):
+    """`slotlab presets` lists it: one comment line, a whole sentence."""
+    summary = preset_summary(name)
+    assert summary.endswith(".") and 20 < len(summary) <= 110, summary
 
 
 @pytest.mark.parametrize("name", PRESET_FILES)

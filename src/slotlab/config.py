@@ -36,6 +36,7 @@ __all__ = [
     "load_config",
     "model_config_class",
     "preset_path",
+    "preset_summary",
 ]
 
 
@@ -67,6 +68,12 @@ def list_presets() -> list[str]:
         if d.is_dir():
             names.update(p.stem for p in d.glob("*.yaml"))
     return sorted(names)
+
+
+def preset_summary(name_or_path: str | os.PathLike) -> str:
+    """The one-sentence summary a preset file opens with (its first line, a comment); '' if it has none."""
+    first = preset_path(name_or_path).read_text(encoding="utf-8").partition("\n")[0]
+    return first[1:].strip() if first.startswith("#") else ""
 
 
 def preset_path(name_or_path: str | os.PathLike) -> Path:
