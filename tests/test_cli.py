@@ -133,7 +133,9 @@ def test_presets_prints_one_as_yaml(capsys):
     import yaml
 
     assert main(["presets", "clevr6"]) == 0
-    values = yaml.safe_load(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    assert out.startswith("# Slot Attention, CLEVR6 (Locatello et al. 2020): the paper's settings.\n")
+    values = yaml.safe_load(out)
     assert values["model"]["num_slots"] == 7
     assert values["data"]["crop"] == [29, 64, 192, 192]
 

@@ -10,6 +10,7 @@ as YAML). Every value is checked when the config is loaded (types, ``Literal`` c
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "list_presets",
     "load_config",
     "model_config_class",
+    "preset_header",
     "preset_path",
     "preset_summary",
 ]
@@ -70,10 +72,16 @@ def list_presets() -> list[str]:
     return sorted(names)
 
 
+def preset_header(name_or_path: str | os.PathLike) -> str:
+    """The comment block a preset file opens with (what it trains and why its settings are what they are)."""
+    lines = preset_path(name_or_path).read_text(encoding="utf-8").splitlines()
+    header = itertools.takewhile(lambda line: line.startswith("#"), lines)
+    return "".join(line + "\n" for line in header)
+
+
 def preset_summary(name_or_path: str | os.PathLike) -> str:
-    """The one-sentence summary a preset file opens with (its first line, a comment); '' if it has none."""
-    first = preset_path(name_or_path).read_text(encoding="utf-8").partition("\n")[0]
-    return first[1:].strip() if first.startswith("#") else ""
+    """The one-sentence summary a preset opens with (the first line of its header); '' if it has none."""
+    return preset_header(name_or_path).partition("\n")[0].removeprefix("#").strip()
 
 
 def preset_path(name_or_path: str | os.PathLike) -> Path:

@@ -8,7 +8,7 @@ def add_presets(sub) -> None:
         "presets",
         help="list presets, or print one as YAML",
         description="List the presets (name, model kind, what it trains); with a name, print its full config "
-        "(defaults filled in).",
+        "(defaults filled in) as YAML, under the preset's own header comment: a file `slotlab train` takes.",
     )
     p.add_argument("name", nargs="?", help="a preset name or YAML path: print its config")
     p.add_argument("--names", action="store_true", help="list the names alone, one per line (for scripts)")
@@ -16,10 +16,10 @@ def add_presets(sub) -> None:
 
 
 def cmd_presets(args) -> int:
-    from slotlab.config import list_presets, load_config, preset_summary
+    from slotlab.config import list_presets, load_config, preset_header, preset_summary
 
     if args.name:
-        print(load_config(args.name).to_yaml(), end="")
+        print(preset_header(args.name) + load_config(args.name).to_yaml(), end="")
     elif args.names:
         print("\n".join(list_presets()))
     else:
