@@ -23,7 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from slotlab.errors import DataError
+from slotlab.errors import ConfigError, DataError
 
 
 def read_json(path: str | Path, missing: str) -> Any:
@@ -47,22 +47,36 @@ def _umask() -> int:
     return mask
 
 
+def check_output(path: str | Path, suffix: str | None = None, what: str = "the output") -> Path:
+    """Refuse, before any work, an output file that could not be written at the end: a name without ``suffix``
+    (``.png``), a folder, a path under a file, a folder this user cannot write. :func:`atomic_path` checks the same
+    when it writes."""
+    path = Path(path)
+    if suffix and path.suffix.lower() != suffix:
+        raise ConfigError(f"{path}: {what} is written as {suffix[1:].upper()}; give a file name ending in {suffix}")
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if _written_through(path):
+        return path
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(parent))
+            break
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` to write to; renamed onto ``path`` only when the block ends without error
     (the old file, if any, stays whole until then). On error the temporary file is removed. A link or a special
     file (``/dev/stdout``, a pipe) is written through, not replaced."""
-    path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    if path.is_symlink() or (path.exists() and not path.is_file()):
+    path = check_output(path)
+    if _written_through(path):
         yield path
         return
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
-            break
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -79,6 +93,11 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if isinstance(e, OSError) and e.filename == tmp:  # a full disk while writing: name the output
             raise _naming(e, path) from None
         raise
+
+
+def _written_through(path: Path) -> bool:
+    """A link or a special file (``/dev/stdout``, a pipe): written into, not replaced."""
+    return path.is_symlink() or (path.exists() and not path.is_file())
 
 
 def _naming(error: OSError, path: Path) -> OSError:

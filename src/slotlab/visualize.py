@@ -19,8 +19,7 @@ from torch import Tensor
 
 from slotlab.data.formats.clevr import COLOR_RGB, COLORS, MATERIALS, SHAPES, SIZES
 from slotlab.data.transforms import to_uint8
-from slotlab.errors import ConfigError
-from slotlab.io import atomic_path
+from slotlab.io import atomic_path, check_output
 from slotlab.models import Sampling, mask_labels
 
 # Distinct colours for segmentation label maps (label i -> PALETTE[i % len]).
@@ -136,9 +135,7 @@ def draw_lsd_grid(
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """``image`` as a PNG file, written atomically; ``path`` must end in .png."""
-    path = Path(path)
-    if path.suffix.lower() != ".png":
-        raise ConfigError(f"{path}: pictures are written as PNG; give a file name ending in .png")
+    path = check_output(path, ".png", "a picture")
     with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
     return path

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from slotlab.cli.concepts import MODEL_HELP
-from slotlab.cli.options import add_checkpoint, add_sampling, add_seed, concept_groups, number
+from slotlab.cli.options import add_checkpoint, add_out, add_sampling, add_seed, concept_groups, number
 from slotlab.io import write_json
 
 
@@ -21,7 +21,7 @@ def add_compose(sub) -> None:
     )
     add_checkpoint(p, required=False, help=MODEL_HELP + " (default: the library's model)")
     p.add_argument("--library", required=True, help="a library from `slotlab concepts build`")
-    p.add_argument("--out", required=True, help="PNG file to write; its prompt goes beside it (.json)")
+    add_out(p, "PNG file to write; its prompt goes beside it (.json)", required=True, png=True)
     p.add_argument(
         "--concepts",
         nargs="+",

@@ -11,6 +11,7 @@ from slotlab.cli.options import (
     add_batch_size,
     add_checkpoint,
     add_data,
+    add_out,
     add_progress,
     add_seed,
     load_model,
@@ -44,7 +45,7 @@ def add_concepts(sub) -> None:
     add_checkpoint(b, help=MODEL_HELP)
     add_data(b, splits=("val", "train", "test"))  # the paper uses train
     number(b, "--k", minimum=1, type=int, default=64, help="number of concepts (K-means clusters; default 64)")
-    b.add_argument("--out", required=True, help="library file to write (.safetensors)")
+    add_out(b, "library file to write (.safetensors)", required=True)
     b.add_argument(
         "--backend",
         choices=["torch", "sklearn", "sklearn-minibatch"],
@@ -67,7 +68,7 @@ def add_concepts(sub) -> None:
         "recorded in the library (or --data).",
     )
     s.add_argument("--library", required=True, help="a library from `slotlab concepts build`")
-    s.add_argument("--out", required=True, help="PNG file to write")
+    add_out(s, "PNG file to write", required=True, png=True)
     s.add_argument("--concepts", type=int, nargs="+", metavar="C", help="concept ids to draw (default: all)")
     number(s, "--per-concept", minimum=1, type=int, default=8, help="members per concept (default 8)")
     number(s, "--tile-size", minimum=1, maximum=1024, type=int, default=64, help="tile side in pixels (default 64)")

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from slotlab.cli.options import add_seed, number, write_json
+from slotlab.cli.options import add_out, add_seed, number, write_json
 
 
 def add_data(sub) -> None:
@@ -123,7 +123,7 @@ def add_data(sub) -> None:
     q.add_argument("store", help="a store with label maps (from `slotlab data convert` or `generate --store`)")
     number(q, "--grid", minimum=1, type=int, action="append", default=[], help="pooled_G references (repeatable)")
     number(q, "--last", minimum=1, type=int, help="only the store's last N scenes (e.g. the LSD demo's test split)")
-    q.add_argument("--out", help="also write the JSON to this file")
+    add_out(q, "also write the JSON to this file")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=cmd_references)
 

@@ -6,6 +6,7 @@ from slotlab.cli.concepts import MODEL_HELP
 from slotlab.cli.options import (
     add_checkpoint,
     add_data,
+    add_out,
     add_sampling,
     add_seed,
     check_index,
@@ -28,7 +29,7 @@ def add_edit(sub) -> None:
     add_checkpoint(p, help=MODEL_HELP)
     add_data(p)
     number(p, "--image", minimum=0, type=int, required=True, help="index of the image to edit")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    add_out(p, "PNG file to write", required=True, png=True)
     op = p.add_mutually_exclusive_group(required=True)
     number(op, "--remove-slot", minimum=0, type=int, parser=p, metavar="K", help="remove slot K")
     op.add_argument(

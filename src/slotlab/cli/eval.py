@@ -6,6 +6,7 @@ from slotlab.cli.options import (
     add_batch_size,
     add_checkpoint,
     add_data,
+    add_out,
     add_progress,
     add_seed,
     data_name,
@@ -30,7 +31,7 @@ def add_eval(sub) -> None:
     add_checkpoint(p)
     add_data(p)
     add_seed(p)
-    p.add_argument("--out", help="write the metrics JSON here (also printed)")
+    add_out(p, "write the metrics JSON here (also printed)")
     add_batch_size(p)
     number(
         p,

@@ -7,6 +7,7 @@ from typing import Any
 from slotlab.cli.options import (
     add_checkpoint,
     add_data,
+    add_out,
     add_sampling,
     add_seed,
     concept_groups,
@@ -58,7 +59,7 @@ def add_fid(sub) -> None:
     p.add_argument("--inception", help="path of pt_inception-2015-12-05-6726825d.pth (else the cache or a download)")
     add_sampling(p)
     add_seed(p, "the slot noise, the draws and the sampling noise")
-    p.add_argument("--out", help="write the JSON here (also printed)")
+    add_out(p, "write the JSON here (also printed)")
     p.set_defaults(func=cmd_fid)
 
 

@@ -20,7 +20,7 @@ from slotlab.cli.demo import add_demo
 from slotlab.cli.edit import add_edit
 from slotlab.cli.eval import add_eval
 from slotlab.cli.fid import add_fid
-from slotlab.cli.options import check_numbers
+from slotlab.cli.options import check_numbers, check_outputs
 from slotlab.cli.plot import add_plot
 from slotlab.cli.presets import add_presets
 from slotlab.cli.probe import add_probe
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         check_numbers(args)
+        check_outputs(args)
         return args.func(args)
     except SlotlabError as e:
         return _error(str(e))

@@ -64,8 +64,19 @@ def add_batch_size(p: argparse.ArgumentParser, default: int = 64) -> None:
     number(p, "--batch-size", minimum=1, type=int, default=default, help=f"images per batch (default {default})")
 
 
-def add_json_out(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", help="also write the JSON to this file")
+def add_out(p: argparse.ArgumentParser, help: str, required: bool = False, png: bool = False) -> None:
+    """``--out FILE``, checked by :func:`check_outputs` before the command works (a wrong name, a folder, an
+    unwritable place fail at once, not after minutes of sampling); ``png``: the file must end in .png."""
+    p.add_argument("--out", required=required, help=help)
+    p.set_defaults(_out_suffix=".png" if png else None)
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, in one line, an ``--out`` file (see :func:`add_out`) that could not be written at the end."""
+    from slotlab.io import check_output
+
+    if hasattr(args, "_out_suffix") and args.out is not None:
+        check_output(args.out, args._out_suffix, "a picture")
 
 
 def add_sampling(p: argparse.ArgumentParser, what: str = "the images") -> None:

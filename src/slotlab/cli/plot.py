@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from slotlab.cli.options import add_out
+
 
 def add_plot(sub) -> None:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def add_plot(sub) -> None:
     p.add_argument("--labels", nargs="+", help="names of the runs in the legend (default: their folders)")
     p.add_argument("--title")
     p.add_argument("--table", help="an experiment's table JSON to draw instead of curves")
-    p.add_argument("--out", required=True, help="PNG file to write")
+    add_out(p, "PNG file to write", required=True, png=True)
     p.set_defaults(func=cmd_plot)
 
 

@@ -6,6 +6,7 @@ from slotlab.cli.options import (
     add_batch_size,
     add_checkpoint,
     add_data,
+    add_out,
     add_progress,
     add_seed,
     data_name,
@@ -33,7 +34,7 @@ def add_probe(sub) -> None:
     add_batch_size(p)
     add_seed(p, "the slot initialisation noise, the split and the probes")
     p.add_argument("--properties", help="comma-separated factors to probe (default: all the data has)")
-    p.add_argument("--out", help="write the JSON here (also printed)")
+    add_out(p, "write the JSON here (also printed)")
     add_progress(p)
     p.set_defaults(func=cmd_probe)
 

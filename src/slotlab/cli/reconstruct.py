@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slotlab.cli.options import add_checkpoint, add_data, add_sampling, add_seed, load_model, number, open_data
+from slotlab.cli.options import add_checkpoint, add_data, add_out, add_sampling, add_seed, load_model, number, open_data
 
 
 def add_reconstruct(sub) -> None:
@@ -17,7 +17,7 @@ def add_reconstruct(sub) -> None:
     )
     add_checkpoint(p)
     add_data(p)
-    p.add_argument("--out", required=True, help="PNG file to write")
+    add_out(p, "PNG file to write", required=True, png=True)
     number(p, "--num-images", minimum=1, type=int, default=8, help="images to draw, one row each (default 8)")
     add_sampling(p)
     add_seed(p, "the slot initialisation and sampling noise")
