@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from slotlab.cli.options import add_out, add_seed, number, write_json
+from slotlab.cli.options import add_out, add_progress, add_seed, number, write_json
 
 
 def add_data(sub) -> None:
@@ -41,7 +41,7 @@ def add_data(sub) -> None:
         "--mirror", help="replace the scheme and host of the URLs (a local mirror, e.g. file:///data/mirror)"
     )
     q.add_argument("--split", action="append", help="MOVi: splits to fetch (repeatable; default all)")
-    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(q)
     q.set_defaults(func=cmd_download)
 
     q = dsub.add_parser(
@@ -56,7 +56,7 @@ def add_data(sub) -> None:
     q.add_argument("--split", default="train", help="split to convert, for datasets with several (default: train)")
     number(q, "--resolution", minimum=1, type=int, help="model resolution (default: the papers')")
     number(q, "--limit", minimum=1, type=int, help="stop after this many source records")
-    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(q)
     q.set_defaults(func=cmd_convert)
 
     q = dsub.add_parser(
@@ -87,7 +87,7 @@ def add_data(sub) -> None:
         help="store the posterior's mean and standard deviation: LSD training then draws a fresh latent sample each "
         "step, as when it encodes on the fly (default: the mode only)",
     )
-    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(q)
     q.set_defaults(func=cmd_cache_latents)
 
     q = dsub.add_parser(
@@ -108,7 +108,7 @@ def add_data(sub) -> None:
         "data.path=OUT), generated in chunks so memory stays bounded; resumable",
     )
     number(q, "--resolution", minimum=1, type=int, help="--store: model resolution (default: the papers')")
-    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(q)
     q.set_defaults(func=cmd_generate)
 
     q = dsub.add_parser(
@@ -124,7 +124,7 @@ def add_data(sub) -> None:
     number(q, "--grid", minimum=1, type=int, action="append", default=[], help="pooled_G references (repeatable)")
     number(q, "--last", minimum=1, type=int, help="only the store's last N scenes (e.g. the LSD demo's test split)")
     add_out(q, "also write the JSON to this file")
-    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(q)
     q.set_defaults(func=cmd_references)
 
 

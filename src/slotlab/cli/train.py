@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from slotlab.cli.options import quiet_lightning
+from slotlab.cli.options import add_progress, quiet_lightning
 
 
 def add_train(sub) -> None:
@@ -30,7 +30,7 @@ def add_train(sub) -> None:
         action="store_true",
         help="OUT already holds a run: remove its checkpoints, logs, curve and model, and start again",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress(p)
     p.set_defaults(func=cmd_train)
 
 
