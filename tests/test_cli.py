@@ -16,7 +16,7 @@ from PIL import Image
 
 from slotlab.checkpoints import load_trained, save_trained
 from slotlab.cli.main import build_parser, main, parse_args
-from slotlab.config import DataConfig, ExperimentConfig, load_config
+from slotlab.config import DataConfig, ExperimentConfig, load_config, preset_summary
 from slotlab.data import generate_tetrominoes, save_npz
 from slotlab.data.registry import to_scene_dataset
 from slotlab.errors import TrainingError
@@ -124,6 +124,7 @@ def test_presets_lists_every_preset(capsys):
     rows = [line.split(maxsplit=2) for line in capsys.readouterr().out.splitlines()]
     assert [row[0] for row in rows] == PRESETS
     assert all(row[1] in ("object_discovery", "set_prediction", "autoencoder", "lsd") for row in rows)
+    assert [row[2] for row in rows] == [preset_summary(name) for name in PRESETS]
     assert main(["presets", "--names"]) == 0
     assert capsys.readouterr().out.split() == PRESETS
     assert {"clevr6", "tetrominoes_demo", "clevr_set_prediction", "lsd_movi_e", "autoencoder"} <= set(PRESETS)

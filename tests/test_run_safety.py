@@ -6,6 +6,7 @@ folder's lock, a process killed with SIGKILL or interrupted with SIGINT, a 1 MiB
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -692,11 +693,33 @@ def test_files_written_atomically_get_the_usual_mode(tmp_path):
 
 
 def test_an_unwritable_output_is_named_not_its_temporary_file(tmp_path, run, capsys):
-    """/proc refuses new files even to root: the error names the output the user gave."""
+    """/proc takes no new files (root passes the up-front check and fails at the write, other users at the check):
+    either way the error names the output the user gave, not a temporary file beside it."""
+    from slotlab.io import atomic_write_text
+
+    with pytest.raises(ConfigError, match="^cannot (create|write) /proc/slotlab-metrics.json: "):
+        atomic_write_text("/proc/slotlab-metrics.json", "{}")
+    assert run_cli(["eval", "--checkpoint", run, "--out", "/proc/slotlab-metrics.json", "--no-progress"], capsys) == 2
+    line = one_line_error(capsys)
+    assert "cannot" in line and "/proc/slotlab-metrics.json" in line and ".tmp" not in line, line
+
+
+def test_a_folder_this_user_may_not_write_into_is_refused_up_front(tmp_path, monkeypatch, capsys):
+    """os.access says no (as it does for other users' folders; the suite may run as root, so it is told to)."""
+    from slotlab.io import check_output
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != tmp_path and real_access(p, mode))
+    with pytest.raises(ConfigError, match=f"^cannot write {tmp_path}/m.json: this user may not write into {tmp_path}$"):
+        check_output(tmp_path / "m.json")
+    assert run_cli(["eval", "--checkpoint", tmp_path / "no-model", "--out", tmp_path / "m.json"], capsys) == 2
+    assert "this user may not write into" in one_line_error(capsys)
+
+
+def test_a_full_disk_names_the_output_and_leaves_no_temporary_file(small_disk):
     from slotlab.io import atomic_write_text
 
     with pytest.raises(OSError) as e:
-        atomic_write_text("/proc/slotlab-metrics.json", "{}")
-    assert e.value.filename == "/proc/slotlab-metrics.json"
-    assert run_cli(["eval", "--checkpoint", run, "--out", "/proc/slotlab-metrics.json", "--no-progress"], capsys) == 2
-    assert one_line_error(capsys).endswith("/proc/slotlab-metrics.json")
+        atomic_write_text(small_disk / "big.json", "x" * 2_000_000)  # 2 MB on a 1 MiB disk
+    assert e.value.errno == errno.ENOSPC and e.value.filename == str(small_disk / "big.json")
+    assert not list(small_disk.iterdir())

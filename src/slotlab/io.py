@@ -49,7 +49,8 @@ def _umask() -> int:
 
 def check_output(path: str | Path, suffix: str | None = None, what: str = "the output") -> Path:
     """Refuse, before any work, an output file that could not be written at the end: a name without ``suffix``
-    (``.png``), a folder, a path under a file, a folder this user cannot write. :func:`atomic_path` checks the same
+    (``.png``; ``what`` names the output in that message), a folder, a path under a file, a folder on a read-only
+    file system or one this user may not write into (root may write anywhere). :func:`atomic_path` checks the same
     when it writes."""
     path = Path(path)
     if suffix and path.suffix.lower() != suffix:
@@ -58,13 +59,13 @@ def check_output(path: str | Path, suffix: str | None = None, what: str = "the o
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     if _written_through(path):
         return path
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(parent))
-            break
+    parent = next(p for p in path.absolute().parents if p.exists())  # the folder it would be made in
+    if not parent.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise ConfigError(f"cannot write {path}: {parent} is on a read-only file system")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"cannot write {path}: this user may not write into {parent}")
     return path
 
 
@@ -80,8 +81,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as e:  # an unwritable folder: the error names the output, not a temporary name in it
-        raise _naming(e, path) from None
+    except OSError as e:  # the error names the output, not a temporary name beside it
+        if e.errno in _FULL:
+            raise _naming(e, path) from None
+        raise ConfigError(f"cannot create {path}: {path.parent} takes no new files ({e.strerror})") from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the file gets the mode open() would have given it
     try:
@@ -90,9 +93,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and e.filename == tmp:  # a full disk while writing: name the output
-            raise _naming(e, path) from None
+        if isinstance(e, OSError) and (e.filename == tmp or (e.filename is None and e.errno in _FULL)):
+            raise _naming(e, path) from None  # the output, not the temporary file (a full disk names no file)
         raise
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # no room for the file
 
 
 def _written_through(path: Path) -> bool:

@@ -52,6 +52,10 @@ class _Parser(argparse.ArgumentParser):
     other error; the usage it would print is one ``--help`` away, and the subcommands' parsers are of this class too
     (``add_subparsers`` makes them so)."""
 
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.set_defaults(_prog=self.prog)  # the innermost parser's wins: `slotlab data info` for `data info ...`
+
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix("slotlab").strip()
         where = f"{command}: " if command else ""
@@ -85,9 +89,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         bad = next(x for x in extra if "=" not in x)  # load_config's words for one before the options
         sys.exit(_error(f"override {bad!r} is not of the form key.sub=value"))
     elif extra:
-        actions = [v for k, v in vars(args).items() if k.endswith("_command") and v]  # `data generate`, `concepts show`
-        command = " ".join([args.command, *actions])
-        sys.exit(_error(f"{command}: unrecognized arguments: {' '.join(extra)} (see 'slotlab {command} --help')"))
+        command = args._prog.removeprefix("slotlab ")  # `train`, `data generate`
+        sys.exit(_error(f"{command}: unrecognized arguments: {' '.join(extra)} (see '{args._prog} --help')"))
     resume = getattr(args, "resume", None)
     if resume and "=" in resume and not resume.endswith(".ckpt"):  # `--resume a.b=1`: a bare --resume, then an override
         args.overrides.insert(0, resume)

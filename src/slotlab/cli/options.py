@@ -68,15 +68,15 @@ def add_out(p: argparse.ArgumentParser, help: str, required: bool = False, png: 
     """``--out FILE``, checked by :func:`check_outputs` before the command works (a wrong name, a folder, an
     unwritable place fail at once, not after minutes of sampling); ``png``: the file must end in .png."""
     p.add_argument("--out", required=required, help=help)
-    p.set_defaults(_out_suffix=".png" if png else None)
+    p.set_defaults(_out_check=(".png", "a picture") if png else (None, "the output"))
 
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse, in one line, an ``--out`` file (see :func:`add_out`) that could not be written at the end."""
     from slotlab.io import check_output
 
-    if hasattr(args, "_out_suffix") and args.out is not None:
-        check_output(args.out, args._out_suffix, "a picture")
+    if hasattr(args, "_out_check") and args.out is not None:
+        check_output(args.out, *args._out_check)
 
 
 def add_sampling(p: argparse.ArgumentParser, what: str = "the images") -> None:

@@ -744,7 +744,7 @@ def _per_entity(values: np.ndarray, present: np.ndarray, dtype: type) -> np.ndar
 
 def _entity_fields(lay: _Layouts, pixel_coords: np.ndarray) -> dict[str, np.ndarray]:
     """The per-entity fields of every CLEVR-like twin: 3D position, rotation, visibility, pixel coordinates, shape
-    and size (``[N, 1 + M]``; the twins add their own colour and material)."""
+    and size (``[N, 1 + M, ...]``; the twins add their own colour and material)."""
     present = lay.present
     return {
         "x": _per_entity(lay.xy[..., 0], present, np.float32),
