@@ -390,19 +390,24 @@ def test_outputs_of_the_wrong_kind_and_empty_presets_are_one_line(tmp_path, run,
 @pytest.mark.parametrize(
     ("command", "out", "says"),
     [
-        (["reconstruct"], "r.jpg", "r.jpg: a picture is written as PNG; give a file name ending in .png"),
-        (["edit", "--image", "0", "--remove-slot", "0"], "folder.png", "Is a directory"),
-        (["eval"], "file/m.json", "Not a directory"),
-        (["fid"], "file/fid.json", "Not a directory"),
-        (["concepts", "build"], "folder", "Is a directory"),
+        (["reconstruct", "--checkpoint", "MISSING"], "r.jpg", "r.jpg: a picture is written as PNG; give a file name ending in .png"),
+        (["edit", "--checkpoint", "MISSING", "--image", "0", "--remove-slot", "0"], "folder.png", "Is a directory"),
+        (["eval", "--checkpoint", "MISSING"], "file/m.json", "Not a directory"),
+        (["fid", "--checkpoint", "MISSING"], "file/fid.json", "Not a directory"),
+        (["concepts", "build", "--checkpoint", "MISSING"], "folder", "Is a directory"),
+        (["probe", "--checkpoint", "MISSING"], "file/p.json", "Not a directory"),
+        (["compose", "--checkpoint", "MISSING", "--library", "MISSING"], "c.jpg", "ending in .png"),
+        (["concepts", "show", "--library", "MISSING"], "sheet", "ending in .png"),
+        (["plot", "MISSING"], "folder.png", "Is a directory"),
+        (["data", "references", "MISSING"], "file/r.json", "Not a directory"),
     ],
 )
 def test_an_output_that_cannot_be_written_is_refused_before_any_work(command, out, says, tmp_path, capsys):
-    """The checkpoint does not exist: the output's error comes first, before the model, the data or the sampling."""
+    """Nothing the command reads exists: the output's error comes first, before the model, the data or the sampling."""
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "file").write_text("")
-    argv = [*command, "--checkpoint", tmp_path / "no-model", "--out", tmp_path / out]
+    argv = [tmp_path / "missing" if a == "MISSING" else a for a in command] + ["--out", tmp_path / out]
     assert run_cli(argv, capsys) == 2
     assert says in one_line_error(capsys)
 
