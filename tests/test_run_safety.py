@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -211,6 +212,42 @@ def test_resumed_training_equals_uninterrupted_training_bit_for_bit(name, tmp_pa
     resumed = train(load_config(preset, [*base, "optim.max_steps=6"]), tmp_path / "b", resume="last", progress=False)
     for (k, a), b in zip(straight.module.model.state_dict().items(), resumed.module.model.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+class StopAt(L.Callback):
+    """Stops training after ``step`` as a time limit does (Lightning's Timer sets ``should_stop`` after a batch)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
+def test_a_run_stopped_between_checkpoints_saves_its_last_step_and_resumes_bit_for_bit(tmp_path):
+    """A run stopped between periodic checkpoints (by its time limit) writes last.ckpt at the step it stopped, after
+    the validation that stopping runs; the resumed run goes on from there and ends where the uninterrupted one does."""
+    base = [*TINY, "trainer.checkpoint_every_n_steps=3", "trainer.val_every_n_steps=3", "optim.max_steps=9"]
+    straight = train(load_config("tetrominoes_demo", base), tmp_path / "a", progress=False)
+    out = tmp_path / "b"
+    train(load_config("tetrominoes_demo", base), out, progress=False, callbacks=[StopAt(5)])
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert [json.loads(r)["step"] for r in (out / "curve.jsonl").read_text().splitlines()] == [3, 5]
+    resumed = train(load_config("tetrominoes_demo", base), out, resume="last", progress=False)
+    for (k, a), b in zip(straight.module.model.state_dict().items(), resumed.module.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [json.loads(r)["step"] for r in (out / "curve.jsonl").read_text().splitlines()] == [3, 5, 6, 9]
+
+
+def test_a_time_limited_run_checkpoints_the_step_it_stopped_at(tmp_path):
+    out = tmp_path / "run"
+    overrides = [*TINY, "trainer.max_time_minutes=0.002", "trainer.checkpoint_every_n_steps=1000",
+                 "trainer.val_every_n_steps=1000", "optim.max_steps=100000"]
+    train(load_config("tetrominoes_demo", overrides), out, progress=False)
+    step = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    rows = [json.loads(r)["step"] for r in (out / "curve.jsonl").read_text().splitlines()]
+    assert 1 <= step < 1000 and rows[-1] == step
 
 
 @pytest.mark.parametrize("ema", [[], ["trainer.ema_decay=0.5"]], ids=["plain", "ema"])

@@ -119,14 +119,24 @@ class RandomStates(Callback):
 
 
 class StepCheckpoint(ModelCheckpoint):
-    """``last.ckpt`` every n training steps; on a step that also validates, written after the validation (after
-    :class:`CurveLogger`'s row), so that a kill between the two never leaves a checkpoint ahead of ``curve.jsonl``."""
+    """``last.ckpt`` every n training steps and at the run's last step (a time limit stops anywhere: a resume then goes
+    on from where the run stopped, not from the checkpoint before). On a step that also validates it is written
+    after the validation (after :class:`CurveLogger`'s row), so that a kill between the two never leaves a checkpoint
+    ahead of ``curve.jsonl``. Every save happens within the step's epoch, so the loop state it records resumes the
+    uninterrupted run's order of batches."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        due = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
-        if due and _validates_after_this_batch(trainer) and not self._should_skip_saving_checkpoint(trainer):
-            self._defer_save_until_validation = True  # Lightning's own hook: saved in on_validation_end
-            return
+        periodic = self._every_n_train_steps >= 1 and trainer.global_step % self._every_n_train_steps == 0
+        last = trainer.should_stop or 0 < trainer.max_steps <= trainer.global_step  # a Timer's stop is set by now
+        if (periodic or last) and not self._should_skip_saving_checkpoint(trainer):
+            if _validates_after_this_batch(trainer):
+                self._defer_save_until_validation = True  # Lightning's own hook: saved in on_validation_end
+                return
+            if last and not periodic:
+                candidates = self._monitor_candidates(trainer)
+                self._save_topk_checkpoint(trainer, candidates)
+                self._save_last_checkpoint(trainer, candidates)
+                return
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
@@ -149,9 +159,9 @@ def build_trainer(
     callbacks: list[Callback] | None = None,
     monitor: str | None = None,
 ) -> L.Trainer:
-    """The Lightning trainer of ``config``: last.ckpt every ``checkpoint_every_n_steps``, TensorBoard logs,
-    ``curve.jsonl``, the EMA of the weights if asked for, a progress bar; with ``monitor`` (a validation metric,
-    higher is better: the kind's, when the data can be scored) also ``checkpoints/best.ckpt``."""
+    """The Lightning trainer of ``config``: last.ckpt every ``checkpoint_every_n_steps`` and at the last step,
+    TensorBoard logs, ``curve.jsonl``, the EMA of the weights if asked for, a progress bar; with ``monitor`` (a
+    validation metric, higher is better: the kind's, when the data can be scored) also ``checkpoints/best.ckpt``."""
     t = config.trainer
     ckpt = StepCheckpoint(
         dirpath=out_dir / "checkpoints", every_n_train_steps=t.checkpoint_every_n_steps, save_last=True, save_top_k=1
