@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slotlab.cli.options import add_checkpoint, add_data, add_out, add_sampling, add_seed, load_model, number, open_data
+from slotlab.cli.options import add_checkpoint, add_data, add_out, add_sampling, add_seed, number
 
 
 def add_reconstruct(sub) -> None:
@@ -25,13 +25,6 @@ def add_reconstruct(sub) -> None:
 
 
 def cmd_reconstruct(args) -> int:
-    from slotlab.cli.options import sampling_of
-    from slotlab.kinds import kind_of
+    from slotlab.cli.visualize import draw_picture
 
-    model, config = load_model(args, "reconstruct")
-    dataset = open_data(args, model, config)
-    picture = kind_of(model).picture
-    assert picture is not None  # load_model refused kinds without one
-    path = picture(model, dataset, args.out, args.num_images, args.seed, sampling=sampling_of(args))
-    print(f"wrote {path}")
-    return 0
+    return draw_picture(args, "reconstruct")

@@ -27,10 +27,15 @@ def add_visualize(sub) -> None:
 
 
 def cmd_visualize(args) -> int:
+    return draw_picture(args, "visualize")
+
+
+def draw_picture(args, command: str) -> int:
+    """Draw the model's picture (its kind's, from the registry); ``command`` names what the kind must serve."""
     from slotlab.cli.options import sampling_of
     from slotlab.kinds import kind_of
 
-    model, config = load_model(args, "visualize")
+    model, config = load_model(args, command)
     dataset = open_data(args, model, config)
     picture = kind_of(model).picture
     assert picture is not None  # load_model refused kinds without one
