@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from slotlab.cli.main import main
-from slotlab.config import load_config
+from slotlab.config import load_config, preset_path
 from slotlab.data import generate_tetrominoes
 from slotlab.errors import ConfigError
 from slotlab.experiment import train
@@ -175,6 +175,25 @@ def test_resume_applies_what_can_change_and_refuses_the_rest(tmp_path, capsys):
     assert ckpt["global_step"] == 4 and ckpt["hyper_parameters"]["config"]["optim"]["max_steps"] == 4
 
 
+def test_resume_takes_the_runs_own_settings_and_the_overrides_given(tmp_path, capsys):
+    """The overrides the run started with need not be given again; an edited preset file does not change the run;
+    another task's preset is refused."""
+    out, preset = tmp_path / "run", tmp_path / "mine.yaml"
+    preset.write_text(Path(preset_path("tetrominoes_demo")).read_text())
+    assert run_cli(["train", preset, "--out", out, "--no-progress", *TINY, "optim.max_steps=2"], capsys) == 0
+    preset.write_text(preset.read_text().replace("lr: 2.0e-3", "lr: 0.5"))
+    assert run_cli(["train", preset, "--out", out, "--no-progress", "--resume", "optim.max_steps=3"], capsys) == 0
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    config = ckpt["hyper_parameters"]["config"]
+    assert ckpt["global_step"] == 3 and config["optim"]["max_steps"] == 3 and config["data"]["train_size"] == 24
+    assert config["optim"]["lr"] != 0.5
+    assert run_cli(["train", preset, "--out", out, "--resume", "optim.lr=0.5"], capsys) == 2
+    assert "optim.lr cannot change on --resume" in one_line_error(capsys)
+    assert run_cli(["train", "clevr_set_prediction_demo", "--out", out, "--resume"], capsys) == 2
+    assert one_line_error(capsys).endswith(f"trains set_prediction, the run of {out}/checkpoints/last.ckpt "
+                                           "object_discovery (tetrominoes_demo)")
+
+
 def test_resume_from_an_exported_autoencoder_config_takes_its_estimated_scaling_factor():
     """An autoencoder's model/experiment.yaml records the scaling factor estimated when training ended; resuming the
     run from that file is not a change of settings (the resumed run estimates it again), a changed fixed one is."""
@@ -240,14 +259,19 @@ def test_a_run_stopped_between_checkpoints_saves_its_last_step_and_resumes_bit_f
     assert [json.loads(r)["step"] for r in (out / "curve.jsonl").read_text().splitlines()] == [3, 5, 6, 9]
 
 
-def test_a_time_limited_run_checkpoints_the_step_it_stopped_at(tmp_path):
+def test_a_time_limited_run_checkpoints_the_step_it_stopped_at_and_says_how_to_go_on(tmp_path, capsys):
     out = tmp_path / "run"
     overrides = [*TINY, "trainer.max_time_minutes=0.002", "trainer.checkpoint_every_n_steps=1000",
                  "trainer.val_every_n_steps=1000", "optim.max_steps=100000"]
-    train(load_config("tetrominoes_demo", overrides), out, progress=False)
+    assert run_cli(["train", "tetrominoes_demo", "--out", out, "--no-progress", *overrides], capsys) == 0
     step = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     rows = [json.loads(r)["step"] for r in (out / "curve.jsonl").read_text().splitlines()]
     assert 1 <= step < 1000 and rows[-1] == step
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert hint == (f"stopped by trainer.max_time_minutes=0.002 at step {step} of 100000; to train on: slotlab train "
+                    f"tetrominoes_demo --out {out} --resume trainer.max_time_minutes=0.004")
+    assert run_cli([*hint.split(": slotlab ", 1)[1].split(), "--no-progress"], capsys) == 0
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > step
 
 
 @pytest.mark.parametrize("ema", [[], ["trainer.ema_decay=0.5"]], ids=["plain", "ema"])

@@ -21,7 +21,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 from slotlab.checkpoints import config_of_checkpoint, read_checkpoint, save_trained, warm_start_weights
-from slotlab.config import ExperimentConfig, config_from_dict
+from slotlab.config import ExperimentConfig, apply_overrides, config_from_dict, read_preset
 from slotlab.data.registry import build_dataset
 from slotlab.errors import ConfigError
 from slotlab.io import FolderLock, atomic_write_text
@@ -44,6 +44,7 @@ __all__ = [
     "RUN_OUTPUTS",
     "TrainResult",
     "claim_run_folder",
+    "config_to_resume",
     "resumed_config",
     "train",
     "trim_curve",
@@ -147,6 +148,20 @@ def resumed_config(saved: ExperimentConfig, asked: ExperimentConfig) -> Experime
         section, _, name = key.rpartition(".")
         (values[section] if section else values)[name] = new[key]
     return config_from_dict(values)
+
+
+def config_to_resume(preset: str, out_dir: str | Path, resume: str, overrides: list[str]) -> ExperimentConfig:
+    """What ``slotlab train PRESET --out OUT --resume [CKPT] OVERRIDES`` asks for: the run's own settings, read
+    from the checkpoint, with ``OVERRIDES`` applied (:func:`train` refuses those outside :data:`RESUMABLE`). The
+    overrides the run started with need not be given again, and an edited preset file does not change a run;
+    ``PRESET`` must train the run's task."""
+    path = _resume_from(Path(out_dir), resume)
+    assert path is not None
+    saved = config_of_checkpoint(read_checkpoint(path), path)
+    task = config_from_dict(read_preset(preset)).task
+    if task != saved.task:
+        raise ConfigError(f"--resume: {preset} trains {task}, the run of {path} {saved.task} ({saved.name})")
+    return config_from_dict(apply_overrides(saved.to_dict(), overrides))
 
 
 def trim_curve(path: Path, step: int) -> None:

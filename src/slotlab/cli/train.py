@@ -23,7 +23,8 @@ def add_train(sub) -> None:
         nargs="?",
         const="last",
         default=None,
-        help="resume from a .ckpt, or (no value) from OUT/checkpoints/last.ckpt",
+        help="resume from a .ckpt, or (no value) from OUT/checkpoints/last.ckpt, with the run's own settings (read "
+        "from the checkpoint); overrides change what may change: the steps, the time limit, the hardware",
     )
     p.add_argument(
         "--overwrite",
@@ -36,13 +37,22 @@ def add_train(sub) -> None:
 
 def cmd_train(args) -> int:
     from slotlab.config import load_config
-    from slotlab.experiment import train
+    from slotlab.experiment import config_to_resume, train
 
     quiet_lightning()
-    config = load_config(args.preset, args.overrides)
+    if args.resume is None:
+        config = load_config(args.preset, args.overrides)
+    else:  # the run's own settings, and what the overrides change
+        config = config_to_resume(args.preset, args.out, args.resume, args.overrides)
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if result.trainer.is_global_zero:
-        print(
-            f"trained {result.trainer.global_step} steps in {result.seconds:.0f} s; model saved to {result.model_dir}"
-        )
+        step = result.trainer.global_step
+        print(f"trained {step} steps in {result.seconds:.0f} s; model saved to {result.model_dir}")
+        t, steps = result.module.config.trainer, result.module.config.optim.max_steps
+        if t.max_time_minutes and step < steps:  # stopped by the time limit, which counts the minutes trained before
+            more = f"trainer.max_time_minutes={2 * t.max_time_minutes:g}"
+            print(
+                f"stopped by trainer.max_time_minutes={t.max_time_minutes:g} at step {step} of {steps}; to train on: "
+                f"slotlab train {args.preset} --out {args.out} --resume {more}"
+            )
     return 0
