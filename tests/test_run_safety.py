@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -186,12 +187,33 @@ def test_resume_takes_the_runs_own_settings_and_the_overrides_given(tmp_path, ca
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     config = ckpt["hyper_parameters"]["config"]
     assert ckpt["global_step"] == 3 and config["optim"]["max_steps"] == 3 and config["data"]["train_size"] == 24
-    assert config["optim"]["lr"] != 0.5
+    assert config["optim"]["lr"] == 2e-3
     assert run_cli(["train", preset, "--out", out, "--resume", "optim.lr=0.5"], capsys) == 2
     assert "optim.lr cannot change on --resume" in one_line_error(capsys)
     assert run_cli(["train", "clevr_set_prediction_demo", "--out", out, "--resume"], capsys) == 2
-    assert one_line_error(capsys).endswith(f"trains set_prediction, the run of {out}/checkpoints/last.ckpt "
-                                           "object_discovery (tetrominoes_demo)")
+    assert f"trains set_prediction but the run of {out}/checkpoints/last.ckpt (tetrominoes_demo) trains " \
+           "object_discovery; give that run's preset" in one_line_error(capsys)
+    # resuming a checkpoint into a folder that holds another run would write over that run
+    other = tmp_path / "other"
+    assert run_cli(["train", preset, "--out", other, "--no-progress", *TINY, "optim.max_steps=2"], capsys) == 0
+    before = (other / "curve.jsonl").read_text()
+    assert run_cli(["train", preset, "--out", other, "--resume", out / "checkpoints" / "last.ckpt"], capsys) == 2
+    assert "already holds another training run" in one_line_error(capsys)
+    assert (other / "curve.jsonl").read_text() == before
+    fresh = tmp_path / "fresh"
+    assert run_cli(["train", preset, "--out", fresh, "--no-progress", "--resume", out / "checkpoints" / "last.ckpt",
+                    "optim.max_steps=4"], capsys) == 0
+    assert torch.load(fresh / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+
+
+def test_resume_refuses_to_set_what_the_run_estimates(tmp_path, capsys):
+    out = tmp_path / "ae"
+    tiny = ["model.resolution=16", "data.resolution=16", "model.block_out_channels=[8,16]", "model.norm_num_groups=4",
+            "optim.batch_size=4", "data.train_size=8", "data.val_size=4", "trainer.max_time_minutes=null",
+            "trainer.precision=32-true", "trainer.channels_last=false", "optim.max_steps=1", "optim.warmup_steps=0"]
+    assert run_cli(["train", "autoencoder_demo", "--out", out, "--no-progress", *tiny], capsys) == 0
+    assert run_cli(["train", "autoencoder_demo", "--out", out, "--resume", "model.scaling_factor=0.5"], capsys) == 2
+    assert "model.scaling_factor cannot change on --resume" in one_line_error(capsys)
 
 
 def test_resume_from_an_exported_autoencoder_config_takes_its_estimated_scaling_factor():
@@ -267,10 +289,13 @@ def test_a_time_limited_run_checkpoints_the_step_it_stopped_at_and_says_how_to_g
     step = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     rows = [json.loads(r)["step"] for r in (out / "curve.jsonl").read_text().splitlines()]
     assert 1 <= step < 1000 and rows[-1] == step
-    hint = capsys.readouterr().out.splitlines()[-1]
-    assert hint == (f"stopped by trainer.max_time_minutes=0.002 at step {step} of 100000; to train on: slotlab train "
-                    f"tetrominoes_demo --out {out} --resume trainer.max_time_minutes=0.004")
-    assert run_cli([*hint.split(": slotlab ", 1)[1].split(), "--no-progress"], capsys) == 0
+    said, hint = capsys.readouterr().out.splitlines()[-2:]
+    assert said == f"stopped by trainer.max_time_minutes=0.002 at step {step} of 100000; to train on:"
+    argv = shlex.split(hint)
+    assert argv[:6] == ["slotlab", "train", "tetrominoes_demo", "--out", str(out), "--resume"], hint
+    minutes = float(argv[6].removeprefix("trainer.max_time_minutes="))
+    assert minutes > 0.002 and len(argv) == 7  # the minutes trained (the limit and some) and as many again
+    assert run_cli([*argv[1:], "--no-progress"], capsys) == 0
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > step
 
 

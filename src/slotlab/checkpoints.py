@@ -71,12 +71,12 @@ def _starts_as_zip(path: str | Path) -> bool:
         return True  # unreadable: said by the caller's own message
 
 
-def read_checkpoint(path: str | Path) -> dict:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> dict:
     """A Lightning ``.ckpt`` as a dict, unpickled with ``weights_only=True``: tensors, numbers, strings and plain
     containers only. A file that needs anything else (a pickled object that could run code) is refused in one line
-    before anything of it runs."""
+    before anything of it runs. ``mmap``: the tensors are mapped, not read (to look at the config alone)."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         if not _starts_as_zip(path):  # torch.save writes zip files (an old-style pickle is refused here too)
             raise DataError(f"{path}: not a PyTorch checkpoint (not a file that torch.save wrote)") from None

@@ -70,7 +70,14 @@ def claim_run_folder(out_dir: Path, resume: str | None, overwrite: bool) -> None
     """A new run never writes over an earlier one unnoticed: a folder holding a run's outputs is continued only
     with ``resume`` and started again only with ``overwrite`` (which removes those outputs first)."""
     previous = [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
-    if resume is not None or not previous or _is_replica():
+    if not previous or _is_replica():
+        return
+    if resume is not None and resume != "last" and Path(resume).resolve().parent != (out_dir / "checkpoints").resolve():
+        raise ConfigError(
+            f"{out_dir} already holds another training run ({', '.join(previous)}); to go on from {resume} "
+            "give an empty --out, or resume that run from its own checkpoint"
+        )
+    if resume is not None:
         return
     if not overwrite:
         raise ConfigError(
@@ -157,10 +164,17 @@ def config_to_resume(preset: str, out_dir: str | Path, resume: str, overrides: l
     ``PRESET`` must train the run's task."""
     path = _resume_from(Path(out_dir), resume)
     assert path is not None
-    saved = config_of_checkpoint(read_checkpoint(path), path)
+    saved = config_of_checkpoint(read_checkpoint(path, mmap=True), path)
     task = config_from_dict(read_preset(preset)).task
     if task != saved.task:
-        raise ConfigError(f"--resume: {preset} trains {task}, the run of {path} {saved.task} ({saved.name})")
+        raise ConfigError(
+            f"--resume: {preset} trains {task} but the run of {path} ({saved.name}) trains {saved.task}; give that "
+            "run's preset, or start a new run (--overwrite or another --out)"
+        )
+    estimated = {key for key in ESTIMATED if _flat(saved.to_dict()).get(key) is None}
+    for item in overrides:  # resumed_config would keep None for these: refuse the override rather than drop it
+        if (key := item.partition("=")[0].strip()) in estimated:
+            raise ConfigError(f"{key} cannot change on --resume (the run estimates it when training ends)")
     return config_from_dict(apply_overrides(saved.to_dict(), overrides))
 
 

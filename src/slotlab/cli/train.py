@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
 
 from slotlab.cli.options import add_progress, quiet_lightning
 
@@ -24,7 +26,7 @@ def add_train(sub) -> None:
         const="last",
         default=None,
         help="resume from a .ckpt, or (no value) from OUT/checkpoints/last.ckpt, with the run's own settings (read "
-        "from the checkpoint); overrides change what may change: the steps, the time limit, the hardware",
+        "from the checkpoint); overrides change what may change (e.g. the steps, the time limit, the hardware)",
     )
     p.add_argument(
         "--overwrite",
@@ -44,15 +46,43 @@ def cmd_train(args) -> int:
         config = load_config(args.preset, args.overrides)
     else:  # the run's own settings, and what the overrides change
         config = config_to_resume(args.preset, args.out, args.resume, args.overrides)
+        print(f"resuming {config.name} ({config.task}) from {resume_path(args)}")
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if result.trainer.is_global_zero:
         step = result.trainer.global_step
         print(f"trained {step} steps in {result.seconds:.0f} s; model saved to {result.model_dir}")
-        t, steps = result.module.config.trainer, result.module.config.optim.max_steps
-        if t.max_time_minutes and step < steps:  # stopped by the time limit, which counts the minutes trained before
-            more = f"trainer.max_time_minutes={2 * t.max_time_minutes:g}"
-            print(
-                f"stopped by trainer.max_time_minutes={t.max_time_minutes:g} at step {step} of {steps}; to train on: "
-                f"slotlab train {args.preset} --out {args.out} --resume {more}"
-            )
+        limit, steps = result.module.config.trainer.max_time_minutes, result.module.config.optim.max_steps
+        if limit and step < steps:  # stopped by the time limit, which counts the minutes trained before a resume
+            print(f"stopped by trainer.max_time_minutes={limit:g} at step {step} of {steps}; to train on:")
+            print(f"  {go_on(args, result)}")
     return 0
+
+
+def go_on(args, result) -> str:
+    """The command that resumes a time-limited run for as many minutes again."""
+    from lightning.pytorch.callbacks import Timer
+
+    timer = next(c for c in result.trainer.callbacks if isinstance(c, Timer))
+    minutes = timer.time_elapsed("train") / 60 + result.module.config.trainer.max_time_minutes
+    resume = ["--resume"]
+    if not resume_path(args, "last").is_file():  # resumed into a new --out from elsewhere and saved nothing there
+        resume.append(str(args.resume))
+    return shlex.join(
+        [
+            "slotlab",
+            "train",
+            str(args.preset),
+            "--out",
+            str(args.out),
+            *resume,
+            f"trainer.max_time_minutes={minutes:.3g}",
+        ]
+    )
+
+
+def resume_path(args, resume: str | None = None) -> Path:
+    """The checkpoint ``--resume`` names: OUT/checkpoints/last.ckpt for a bare ``--resume``."""
+    from slotlab.experiment import LAST_CHECKPOINT
+
+    resume = resume or args.resume
+    return Path(args.out) / "checkpoints" / LAST_CHECKPOINT if resume == "last" else Path(resume)
