@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -297,6 +298,16 @@ def test_a_time_limited_run_checkpoints_the_step_it_stopped_at_and_says_how_to_g
     assert minutes > 0.002 and len(argv) == 7  # the minutes trained (the limit and some) and as many again
     assert run_cli([*argv[1:], "--no-progress"], capsys) == 0
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > step
+
+
+def test_the_progress_bar_of_a_time_limited_run_shows_the_minutes_left(tmp_path, capsys):
+    overrides = [*TINY, "trainer.max_time_minutes=5", "optim.max_steps=3"]
+    train(load_config("tetrominoes_demo", overrides), tmp_path / "run", progress=True)
+    bar = "".join(capsys.readouterr())
+    assert re.search(r"left=[45]\.\d min", bar), bar[-500:]
+    train(load_config("tetrominoes_demo", [*TINY, "optim.max_steps=3"]), tmp_path / "run2", progress=True)
+    bar = "".join(capsys.readouterr())
+    assert "Epoch 0" in bar and "left=" not in bar
 
 
 @pytest.mark.parametrize("ema", [[], ["trainer.ema_decay=0.5"]], ids=["plain", "ema"])

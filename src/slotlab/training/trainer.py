@@ -17,6 +17,7 @@ from lightning.pytorch.callbacks import (
     EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
+    Timer,
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -149,6 +150,18 @@ def _validates_after_this_batch(trainer: L.Trainer) -> bool:
     return bool(loop.epoch_loop._should_check_val_fx(loop._data_fetcher))  # type: ignore[arg-type]
 
 
+class ProgressBar(TQDMProgressBar):
+    """Lightning's bar, with the minutes left under ``trainer.max_time_minutes`` (the step total is then a cap that a
+    time-limited run may stop far short of)."""
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and (left := timer.time_remaining()) is not None:
+            items["left"] = f"{max(left, 0.0) / 60:.1f} min"
+        return items
+
+
 BEST_CHECKPOINT = "best.ckpt"  # best validation metric of the task (FG-ARI, AP at 1), beside last.ckpt
 
 
@@ -181,7 +194,7 @@ def build_trainer(
     if t.ema_decay is not None:
         cbs.append(EMAWeightAveraging(decay=t.ema_decay))
     if progress:
-        cbs.append(TQDMProgressBar(refresh_rate=20))
+        cbs.append(ProgressBar(refresh_rate=20))
     return L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
