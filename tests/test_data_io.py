@@ -23,7 +23,7 @@ from slotlab.data.transforms import (
     prepare_labels,
     to_model_range,
 )
-from slotlab.errors import DataError
+from slotlab.errors import ConfigError, DataError
 
 N, H, W, KM = 3, 6, 5, 4
 
@@ -293,6 +293,22 @@ def test_shuffled_sampler_ranks_are_disjoint():
     assert len(seen) == len(set(seen)) == 2 * 2 * bs  # disjoint, incomplete rest dropped
     assert set(seen) <= set(range(n))
     assert set(sum(epochs[0], [])).isdisjoint(sum(epochs[1], []))
+
+
+def test_validation_data_with_fewer_items_than_processes_is_refused():
+    """With DDP each rank validates its own shard; a rank without one would skip validation while the others wait
+    for it (a hang), so such data is refused in one line."""
+    from types import SimpleNamespace
+
+    from slotlab.training.trainer import SceneDataModule
+
+    images = torch.zeros(8, 3, 4, 4, dtype=torch.uint8)
+    data = SceneDataModule(SceneDataset(images), SceneDataset(images[:1]), batch_size=2, seed=0)
+    data.trainer = SimpleNamespace(global_rank=1, world_size=2)  # type: ignore[assignment]
+    with pytest.raises(ConfigError, match="validation data has 1 items, fewer than the 2 processes"):
+        data.val_dataloader()
+    data.val = SceneDataset(images[:2])
+    assert [b.tolist() for b in data.val_dataloader().sampler] == [[0]]  # rank 1: a shard of one item
 
 
 def test_shuffled_sampler_single_rank_covers_a_permutation():

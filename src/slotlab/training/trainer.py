@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler, ShuffledBatchSampler
+from slotlab.errors import ConfigError
 from slotlab.training.checkpoint_io import AtomicCheckpointIO
 
 if TYPE_CHECKING:
@@ -64,6 +65,11 @@ class SceneDataModule(L.LightningDataModule):
         if self.val is None:
             return []
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        if 0 < len(self.val) < world:  # a rank without a shard would skip validation, and the others wait for it
+            raise ConfigError(
+                f"the validation data has {len(self.val)} items, fewer than the {world} processes that share it; "
+                f"give at least {world} (data.val_size)"
+            )
         shard = self.val if world == 1 else self.val.subset(slice(rank, None, world))
         return self._loader(shard, SequentialBatchSampler(len(shard), self.batch_size))
 
