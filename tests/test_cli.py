@@ -168,6 +168,36 @@ def test_eval_data_without_masks(tmp_path, workdir, capsys):
     assert "mask" in line
 
 
+def test_data_as_image_files_a_folder_a_glob_or_one_file(tmp_path, workdir, capsys):
+    """--data takes image files as they come: each image's centred square, resized to the model's resolution."""
+    from PIL import Image
+
+    from slotlab.data.registry import open_dataset
+
+    shots = tmp_path / "shots"
+    (shots / "more").mkdir(parents=True)
+    wide = np.zeros((30, 60, 3), np.uint8)
+    wide[:, :15], wide[:, 15:45], wide[:, 45:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    Image.fromarray(wide).save(shots / "a_wide.png")
+    Image.fromarray(workdir["images"][0]).save(shots / "more" / "b.jpg", quality=95)
+    Image.fromarray(np.full((20, 20), 128, np.uint8)).save(shots / "c_grey.png")
+    (shots / "notes.txt").write_text("not an image")
+    data = open_dataset(None, shots, 32)
+    assert len(data) == 3  # sorted: a_wide.png, c_grey.png, more/b.jpg; the .txt is not an image
+    first = data[torch.tensor([0])]["image"][0]  # [3, 32, 32] in [-1, 1]: the centre square only, all green
+    assert torch.allclose(first, torch.tensor([-1.0, 1.0, -1.0]).view(3, 1, 1), atol=0.02)
+    assert len(open_dataset(None, f"{shots}/*.png", 32)) == 2 and len(open_dataset(None, shots / "c_grey.png", 32)) == 1
+    assert "labels" not in data[torch.tensor([0])]
+    out = tmp_path / "grid.png"
+    assert main([str(a) for a in ["visualize", "--checkpoint", workdir["model"], "--data", shots, "--out", out]]) == 0
+    assert Image.open(out).size[0] > 0
+    assert "mask" in run_error(["eval", "--checkpoint", workdir["model"], "--data", shots], capsys)
+    line = run_error(["visualize", "--checkpoint", workdir["model"], "--data", shots / "notes.txt", "--out", out], capsys)
+    assert line.endswith("notes.txt: give a store, a .npz file or image files, not a .txt")
+    (tmp_path / "empty").mkdir()
+    assert "no image files" in run_error(["eval", "--checkpoint", workdir["model"], "--data", tmp_path / "empty"], capsys)
+
+
 def test_train_unknown_preset(tmp_path, capsys):
     line = run_error(["train", "no_such_preset", "--out", tmp_path / "run"], capsys)
     assert "no_such_preset" in line and "tetrominoes" in line

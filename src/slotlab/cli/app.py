@@ -19,7 +19,11 @@ def add_app(sub) -> None:
     )
     p.add_argument("--checkpoint", help="model folder, run folder or .ckpt (default: slotlab-demo/model)")
     p.add_argument("--library", help="a concept library (`slotlab concepts build`) to insert concepts from")
-    p.add_argument("--data", help="a store or .npz to browse (default: the model's held-out test split)")
+    p.add_argument(
+        "--data",
+        help="a store, a .npz or image files (a folder, a glob, one file) to browse (default: the model's held-out "
+        "test split)",
+    )
     number(p, "--port", minimum=1, maximum=65535, type=int, default=7860, help="port (default 7860)")
     p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0 for all)")
     p.set_defaults(func=cmd_app)

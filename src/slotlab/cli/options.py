@@ -10,8 +10,9 @@ from slotlab.errors import DataError
 
 CHECKPOINT_HELP = "model folder (model.safetensors + config.json), run folder, model.safetensors or .ckpt"
 DATA_HELP = (
-    "a store from `slotlab data convert` (all of it), or a .npz with image uint8 [N,H,W,3] and optional "
-    "mask (one-hot [N,K,H,W] or labels [N,H,W]); default: a split of the model's training dataset"
+    "a store from `slotlab data convert` (all of it), a .npz with image uint8 [N,H,W,3] and optional "
+    "mask (one-hot [N,K,H,W] or labels [N,H,W]), or image files (a folder, a quoted glob such as 'shots/*.jpg', "
+    "or one file; each image's centred square, no masks); default: a split of the model's training dataset"
 )
 
 

@@ -21,26 +21,10 @@ import torch
 from tqdm.auto import tqdm
 
 from slotlab.data.store import Store, StoreWriter
-from slotlab.data.transforms import masks_to_labels, prepare_images, prepare_labels
+from slotlab.data.transforms import masks_to_labels, prepare_labels, stack_images
 from slotlab.io import FolderLock
 
 _IMAGE_KEYS = {"image", "mask", "labels"}
-
-
-def _stack_images(
-    images: list[np.ndarray], crop: list[int] | None, resolution: int, antialias: bool = False
-) -> np.ndarray:
-    out = np.empty((len(images), 3, resolution, resolution), np.uint8)
-    shapes = np.array([a.shape for a in images])
-    for shape in np.unique(shapes, axis=0):  # images of one size are resized together
-        idx = np.flatnonzero((shapes == shape).all(1))
-        x = np.stack([images[i] for i in idx])
-        if x.shape[-1] == 1:
-            x = np.repeat(x, 3, axis=-1)
-        elif x.shape[-1] == 4:
-            x = x[..., :3]
-        out[idx] = prepare_images(x, crop, resolution, antialias=antialias).numpy()
-    return out
 
 
 def examples_to_items(
@@ -48,7 +32,7 @@ def examples_to_items(
 ) -> dict[str, np.ndarray]:
     """A list of reader examples -> arrays of stored fields with a leading item axis."""
     first = examples[0]
-    items = {"image": _stack_images([e["image"] for e in examples], crop, resolution, antialias)}
+    items = {"image": stack_images([e["image"] for e in examples], crop, resolution, antialias)}
     if "mask" in first or "labels" in first:
         labels = [
             masks_to_labels(e["mask"][None]) if "mask" in e else torch.as_tensor(e["labels"])[None] for e in examples

@@ -12,11 +12,13 @@ A store holds one split; validation and test scenes are its last ``2 * val_size`
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from slotlab.data.config import DataConfig
 from slotlab.data.datasets import SceneDataset
@@ -437,11 +439,24 @@ def build_dataset(cfg: DataConfig, split: str) -> SceneDataset:
     return _procedural(info, cfg, split)
 
 
+def image_files_dataset(source: Path, resolution: int) -> SceneDataset:
+    """Image files (a folder, searched recursively; a glob pattern; one file) in sorted order, each image's largest
+    centred square resized to ``resolution`` with antialiasing; no masks."""
+    from slotlab.data.formats.image_folder import image_paths, read_image_folder, readable_extensions
+    from slotlab.data.transforms import stack_images
+
+    if source.is_file() and source.suffix.lower() not in readable_extensions():
+        raise DataError(f"{source}: give a store, a .npz file or image files, not a {source.suffix or 'file'}")
+    images = [example["image"] for example in read_image_folder(image_paths(source))]
+    return SceneDataset(torch.from_numpy(stack_images(images, None, resolution, antialias=True)))
+
+
 def open_dataset(
     config: DataConfig | None, data: str | Path | None, resolution: int, split: str = "val"
 ) -> SceneDataset:
-    """The images a trained model is run on: ``data`` (a store, or a .npz cropped and resized as the model was
-    trained: the training crop when it fits, else the largest centred square), or without it the ``split``
+    """The images a trained model is run on: ``data`` (a store; a .npz cropped and resized as the model was
+    trained: the training crop when it fits, else the largest centred square; or image files: a folder, a glob
+    pattern or one file, each image's largest centred square resized, without masks), or without it the ``split``
     ("train", "val" or "test") of the training dataset ``config``."""
     from slotlab.data.transforms import centre_crop
 
@@ -458,10 +473,8 @@ def open_dataset(
                 f"{resolution}: convert again with --resolution {resolution}"
             )
         return store_dataset(store)
-    if path.is_dir():
-        raise DataError(f"{data}: a folder but not a converted store (no meta.json); give a store or a .npz file")
-    if path.exists() and path.suffix.lower() != ".npz":
-        raise DataError(f"{data}: give a store (`slotlab data convert`) or a .npz file, not a {path.suffix or 'file'}")
+    if path.suffix.lower() != ".npz" and (path.is_dir() or path.is_file() or glob.has_magic(str(path))):
+        return image_files_dataset(path, resolution)
     images, labels = load_npz(path)
     h, w = images.shape[1:3]
     crop = None

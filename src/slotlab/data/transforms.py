@@ -84,6 +84,27 @@ def to_uint8(images: Tensor) -> Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def stack_images(
+    images: list[np.ndarray], crop: list[int] | None, resolution: int, antialias: bool = False
+) -> np.ndarray:
+    """Images of any sizes, uint8 [H, W, C] (C = 1, 3 or 4: grey is repeated, alpha dropped) -> uint8
+    [N, 3, R, R]: ``crop``, or without one each image's largest centred square, then resized (images of one size
+    together)."""
+    out = np.empty((len(images), 3, resolution, resolution), np.uint8)
+    shapes = np.array([a.shape for a in images])
+    for shape in np.unique(shapes, axis=0):
+        idx = np.flatnonzero((shapes == shape).all(1))
+        x = np.stack([images[i] for i in idx])
+        if x.shape[-1] == 1:
+            x = np.repeat(x, 3, axis=-1)
+        elif x.shape[-1] == 4:
+            x = x[..., :3]
+        h, w = x.shape[1:3]
+        square = crop if crop is not None or h == w else centre_crop(h, w, min(h, w))  # never stretched
+        out[idx] = prepare_images(x, square, resolution, antialias=antialias).numpy()
+    return out
+
+
 def centre_crop(height: int, width: int, side: int) -> list[int]:
     """[top, left, side, side]: a centred square crop from a ``height`` x ``width`` image, rounded as torchvision's
     ``center_crop`` (``round((height - side) / 2)``, half to even): 35 -> 32 takes rows and columns 2:34, as the

@@ -49,7 +49,8 @@ def decode_image(source: str | Path | bytes, where: str, mode: str | None = "RGB
         raise DataError(f"{where}: not a readable image ({reason})") from None
 
 
-def _readable_extensions() -> set[str]:
+def readable_extensions() -> set[str]:
+    """The file extensions Pillow opens (".png", ".jpg", ...)."""
     Image.init()
     return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
 
@@ -62,7 +63,7 @@ def image_paths(source: str | Path | Sequence[str | Path]) -> list[Path]:
     else:
         text = str(source)
         if Path(text).is_dir():
-            exts = _readable_extensions()
+            exts = readable_extensions()
             paths = sorted(p for p in Path(text).rglob("*") if p.suffix.lower() in exts and p.is_file())
             what = f"directory {text}"
             if not paths:
