@@ -161,11 +161,17 @@ def test_eval_data_with_wrong_image_shape(tmp_path, workdir, capsys):
     assert "bad.npz" in line and "'image'" in line
 
 
-def test_eval_data_without_masks(tmp_path, workdir, capsys):
+def test_eval_data_without_masks_scores_what_it_can_and_says_what_not(tmp_path, workdir, capsys):
     p = tmp_path / "nomask.npz"
     save_npz(p, workdir["images"])
-    line = run_error(["eval", "--checkpoint", workdir["model"], "--data", p], capsys)
-    assert "mask" in line
+    assert main(["eval", "--checkpoint", str(workdir["model"]), "--data", str(p), "--out", str(tmp_path / "m.json")]) == 0
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["mse"] > 0 and 0 < result["attention_peak"] <= 1 and "fg_ari" not in result and "mbo_objects" not in result
+    assert result["not_scored"] == "the data has no masks to score the segmentation against"
+    with_masks = tmp_path / "masks.json"
+    assert main(["eval", "--checkpoint", str(workdir["model"]), "--data", str(workdir["data"]), "--out", str(with_masks)]) == 0
+    scored = json.loads(with_masks.read_text())
+    assert "not_scored" not in scored and scored["mse"] == pytest.approx(result["mse"])
 
 
 def test_data_as_image_files_a_folder_a_glob_or_one_file(tmp_path, workdir, capsys):
@@ -191,7 +197,9 @@ def test_data_as_image_files_a_folder_a_glob_or_one_file(tmp_path, workdir, caps
     out = tmp_path / "grid.png"
     assert main([str(a) for a in ["visualize", "--checkpoint", workdir["model"], "--data", shots, "--out", out]]) == 0
     assert Image.open(out).size[0] > 0
-    assert "mask" in run_error(["eval", "--checkpoint", workdir["model"], "--data", shots], capsys)
+    capsys.readouterr()
+    assert main([str(a) for a in ["eval", "--checkpoint", workdir["model"], "--data", shots, "--no-progress"]]) == 0
+    assert json.loads(capsys.readouterr().out)["not_scored"].startswith("the data has no masks")
     line = run_error(["visualize", "--checkpoint", workdir["model"], "--data", shots / "notes.txt", "--out", out], capsys)
     assert line.endswith("notes.txt: give a store, a .npz file or image files, not a .txt")
     (tmp_path / "empty").mkdir()

@@ -87,13 +87,12 @@ class Evaluator:
         raise NotImplementedError
 
     def check(self, dataset: SceneDataset, where: str = "the data") -> None:
-        """A one-line error when ``dataset`` lacks what this kind is scored against."""
+        """A one-line error when ``dataset`` lacks what this kind cannot be scored without."""
         if self.requires and not _has(dataset, self.requires):
-            what = {
-                "labels": "masks to score the segmentation against",
-                "targets": "set-prediction targets to score against",
-            }.get(self.requires, self.requires)
-            raise DataError(f"{where}: has no {what}")
+            raise DataError(f"{where}: has no {_WHAT[self.requires]}")
+
+
+_WHAT = {"labels": "masks to score the segmentation against", "targets": "set-prediction targets to score against"}
 
 
 def _has(dataset: SceneDataset, field: str) -> bool:
@@ -117,7 +116,7 @@ class ObjectDiscoveryEvaluator(Evaluator):
     ``owner_ground``, ``stray_to_spare``) and ``fg_ari_attention`` of the last iteration's attention; always the
     collapse diagnostics ``attention_peak`` and ``slot_similarity`` (:func:`~slotlab.metrics.slot_collapse`)."""
 
-    requires = scored_by = "labels"
+    scored_by = "labels"  # without masks: the reconstruction and the collapse diagnostics
     notes = {"averaged_over": "images"}
 
     def metrics(self, matching: str | None = None) -> MetricSet:
@@ -247,6 +246,8 @@ def run_evaluator(
         generator = torch.Generator(device=device).manual_seed(seed + i)
         evaluator.update(model, batch, metrics, generator, num_iterations, num_slots)
     result = {"num_images": len(dataset), **metrics.compute(), **evaluator.notes}
+    if evaluator.scored_by and not _has(dataset, evaluator.scored_by):
+        result["not_scored"] = f"the data has no {_WHAT[evaluator.scored_by]}"
     if "miou_objects" in result:
         result["miou_matching"] = MATCHING_NOTES[matching or evaluator.matching]
     return result

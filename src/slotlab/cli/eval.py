@@ -23,7 +23,8 @@ def add_eval(sub) -> None:
         help="evaluate a trained model: metrics as JSON",
         description="Score a trained model with its kind's evaluator, the one validation uses. Object "
         "discovery: segment images and score them against ground-truth masks (FG-ARI and ARI averaged "
-        "over images, mBO, mIoU, binding diagnostics). Set prediction: AP at distance thresholds inf, "
+        "over images, mBO, mIoU, binding diagnostics; without masks, the reconstruction MSE and the collapse "
+        "diagnostics only, and the output says so). Set prediction: AP at distance thresholds inf, "
         "1, 0.5, 0.25, 0.125 (all images ranked together) and the Hungarian loss. LSD: the "
         "segmentation from the attention. Image autoencoder: MSE and PSNR. With the training batch "
         "size and seed (trainer.seed) on the validation split it gives what validation logged.",
