@@ -87,6 +87,18 @@ def test_explorer_scenes_selection_edits_and_files(model_dir, tmp_path):
         ex.upload(text)
 
 
+def test_explorer_browses_a_folder_of_images(model_dir, tmp_path):
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(40, 60), (32, 32), (50, 50)]):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+    ex = Explorer(model_dir, data=tmp_path)
+    assert len(ex.dataset) == 3
+    scene = ex.scene(0)
+    assert scene.masks.shape == (4, 32, 32)
+    k = largest_slot(scene)
+    assert ex.remove(scene, k).history == [f"removed slot {k}"]
+
+
 def test_explorer_refuses_what_it_cannot_serve(model_dir, tmp_path):
     from slotlab.models.image_autoencoder import ImageAutoencoder, ImageAutoencoderConfig
 
