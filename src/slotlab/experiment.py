@@ -45,6 +45,7 @@ __all__ = [
     "TrainResult",
     "claim_run_folder",
     "config_to_resume",
+    "resume_checkpoint",
     "resumed_config",
     "train",
     "trim_curve",
@@ -194,10 +195,15 @@ def trim_curve(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
+def resume_checkpoint(out_dir: str | Path, resume: str) -> Path:
+    """The checkpoint ``--resume`` names: ``OUT/checkpoints/last.ckpt`` for "last", else the path given."""
+    return Path(out_dir) / "checkpoints" / LAST_CHECKPOINT if resume == "last" else Path(resume)
+
+
 def _resume_from(out_dir: Path, resume: str | None) -> Path | None:
     if resume is None:
         return None
-    path = out_dir / "checkpoints" / LAST_CHECKPOINT if resume == "last" else Path(resume)
+    path = resume_checkpoint(out_dir, resume)
     if not path.is_file():
         hint = "start the run without --resume" if resume == "last" else "give an existing .ckpt"
         raise ConfigError(f"--resume: {path} does not exist; {hint}")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from pathlib import Path
 
 from slotlab.cli.options import add_progress, quiet_lightning
 
@@ -39,14 +38,14 @@ def add_train(sub) -> None:
 
 def cmd_train(args) -> int:
     from slotlab.config import load_config
-    from slotlab.experiment import config_to_resume, train
+    from slotlab.experiment import config_to_resume, resume_checkpoint, train
 
     quiet_lightning()
     if args.resume is None:
         config = load_config(args.preset, args.overrides)
     else:  # the run's own settings, and what the overrides change
         config = config_to_resume(args.preset, args.out, args.resume, args.overrides)
-        print(f"resuming {config.name} ({config.task}) from {resume_path(args)}")
+        print(f"resuming {config.name} ({config.task}) from {resume_checkpoint(args.out, args.resume)}")
     result = train(config, args.out, resume=args.resume, progress=not args.no_progress, overwrite=args.overwrite)
     if result.trainer.is_global_zero:
         step = result.trainer.global_step
@@ -62,10 +61,14 @@ def go_on(args, result) -> str:
     """The command that resumes a time-limited run for as many minutes again."""
     from lightning.pytorch.callbacks import Timer
 
+    from slotlab.experiment import resume_checkpoint
+
     timer = next(c for c in result.trainer.callbacks if isinstance(c, Timer))
     minutes = timer.time_elapsed("train") / 60 + result.module.config.trainer.max_time_minutes
     resume = ["--resume"]
-    if not resume_path(args, "last").is_file():  # resumed into a new --out from elsewhere and saved nothing there
+    if not resume_checkpoint(
+        args.out, "last"
+    ).is_file():  # resumed into a new --out from elsewhere and saved nothing there
         resume.append(str(args.resume))
     return shlex.join(
         [
@@ -78,11 +81,3 @@ def go_on(args, result) -> str:
             f"trainer.max_time_minutes={minutes:.3g}",
         ]
     )
-
-
-def resume_path(args, resume: str | None = None) -> Path:
-    """The checkpoint ``--resume`` names: OUT/checkpoints/last.ckpt for a bare ``--resume``."""
-    from slotlab.experiment import LAST_CHECKPOINT
-
-    resume = resume or args.resume
-    return Path(args.out) / "checkpoints" / LAST_CHECKPOINT if resume == "last" else Path(resume)
