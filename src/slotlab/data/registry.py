@@ -447,7 +447,16 @@ def image_files_dataset(source: Path, resolution: int) -> SceneDataset:
 
     if source.is_file() and source.suffix.lower() not in readable_extensions():
         raise DataError(f"{source}: give a store, a .npz file or image files, not a {source.suffix or 'file'}")
-    images = [example["image"] for example in read_image_folder(image_paths(source))]
+    try:
+        paths = image_paths(source)
+    except DataError:
+        if not source.is_dir():
+            raise
+        raise DataError(
+            f"{source}: not a converted store (no meta.json) and no image files in it; give a store, a .npz file or "
+            "images"
+        ) from None
+    images = [example["image"] for example in read_image_folder(paths)]
     return SceneDataset(torch.from_numpy(stack_images(images, None, resolution, antialias=True)))
 
 
