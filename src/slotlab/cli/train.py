@@ -59,11 +59,11 @@ def cmd_train(args) -> int:
 
 def go_on(args, result) -> str:
     """The command that resumes a time-limited run for as many minutes again."""
-    from lightning.pytorch.callbacks import Timer
-
     from slotlab.experiment import resume_checkpoint
+    from slotlab.training.base import run_timer
 
-    timer = next(c for c in result.trainer.callbacks if isinstance(c, Timer))
+    timer = run_timer(result.trainer)
+    assert timer is not None  # a time limit was set
     minutes = timer.time_elapsed("train") / 60 + result.module.config.trainer.max_time_minutes
     resume = ["--resume"]
     if not resume_checkpoint(

@@ -66,6 +66,12 @@ def parameter_groups(model: nn.Module, lr: float, part_lr: dict[str, float]) -> 
     return [g for g in [{"params": rest, "lr": lr}, *groups] if g["params"]]
 
 
+def run_timer(trainer) -> Timer | None:
+    """The timer Lightning adds for a time limit (``trainer.max_time_minutes``), or None."""
+    callbacks = getattr(trainer, "callbacks", [])  # Lightning sets the list at run time
+    return next((c for c in callbacks if isinstance(c, Timer)), None)
+
+
 class SlotModule(L.LightningModule):
     """Trains ``model`` as ``config`` says. Subclasses define :meth:`training_step`; validation runs the evaluator
     on every batch and logs its metrics (``val/...``) at the end of the epoch."""
@@ -159,8 +165,7 @@ class SlotModule(L.LightningModule):
         ``trainer.max_time_minutes``, the share of the time spent (Lightning's timer, restored on resume). Only the
         cooldown reads it; without a time limit it depends on the step alone, so runs stay exactly repeatable."""
         done = step / self.config.optim.max_steps
-        callbacks = getattr(self._trainer, "callbacks", [])  # Lightning sets the list at run time
-        timer = next((c for c in callbacks if isinstance(c, Timer)), None)
+        timer = run_timer(self._trainer)
         if timer is not None and (left := timer.time_remaining()) is not None:
             spent = timer.time_elapsed()
             done = max(done, spent / max(spent + left, 1e-9))

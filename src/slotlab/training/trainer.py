@@ -17,7 +17,6 @@ from lightning.pytorch.callbacks import (
     EMAWeightAveraging,
     LearningRateMonitor,
     ModelCheckpoint,
-    Timer,
     TQDMProgressBar,
 )
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from slotlab.data.datasets import SceneDataset, SequentialBatchSampler, ShuffledBatchSampler
 from slotlab.errors import ConfigError
+from slotlab.training.base import run_timer
 from slotlab.training.checkpoint_io import AtomicCheckpointIO
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ class ProgressBar(TQDMProgressBar):
 
     def get_metrics(self, trainer, pl_module):
         items = super().get_metrics(trainer, pl_module)
-        timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+        timer = run_timer(trainer)
         if timer is not None and (left := timer.time_remaining()) is not None:
             items["left"] = f"{max(left, 0.0) / 60:.1f} min"
         return items
