@@ -100,7 +100,7 @@ def test_version(capsys):
     [
         ([], "the following arguments are required: COMMAND (see 'slotlab --help')"),
         (["nope"], "argument COMMAND: invalid choice: 'nope'"),
-        (["train"], "train: the following arguments are required: preset, --out (see 'slotlab train --help')"),
+        (["train"], "train: the following arguments are required: --out (see 'slotlab train --help')"),
         (["eval", "--checkpoint", "m", "--split", "x"], "eval: argument --split: invalid choice: 'x'"),
         (["train", "p", "--out", "o", "--bogus"], "train: unrecognized arguments: --bogus (see 'slotlab train --help')"),
         (["data", "info", "x", "--bogus"], "data info: unrecognized arguments: --bogus (see 'slotlab data info --help')"),

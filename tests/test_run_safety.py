@@ -205,6 +205,14 @@ def test_resume_takes_the_runs_own_settings_and_the_overrides_given(tmp_path, ca
     assert run_cli(["train", preset, "--out", fresh, "--no-progress", "--resume", out / "checkpoints" / "last.ckpt",
                     "optim.max_steps=4"], capsys) == 0
     assert torch.load(fresh / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    # the preset may be left out: the run's own settings are in its checkpoint
+    assert run_cli(["train", "--out", fresh, "--no-progress", "--resume", "optim.max_steps=5"], capsys) == 0
+    assert torch.load(fresh / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
+    assert run_cli(["train", "--out", fresh, "--no-progress", "--resume", fresh / "checkpoints" / "last.ckpt",
+                    "optim.max_steps=6"], capsys) == 0
+    assert torch.load(fresh / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    assert run_cli(["train", "--out", tmp_path / "new", "optim.max_steps=6"], capsys) == 2
+    assert "give a preset" in one_line_error(capsys)
 
 
 def test_resume_refuses_to_set_what_the_run_estimates(tmp_path, capsys):
@@ -293,9 +301,9 @@ def test_a_time_limited_run_checkpoints_the_step_it_stopped_at_and_says_how_to_g
     said, hint = capsys.readouterr().out.splitlines()[-2:]
     assert said == f"stopped by trainer.max_time_minutes=0.002 at step {step} of 100000; to train on:"
     argv = shlex.split(hint)
-    assert argv[:6] == ["slotlab", "train", "tetrominoes_demo", "--out", str(out), "--resume"], hint
-    minutes = float(argv[6].removeprefix("trainer.max_time_minutes="))
-    assert minutes > 0.002 and len(argv) == 7  # the minutes trained (the limit and some) and as many again
+    assert argv[:5] == ["slotlab", "train", "--out", str(out), "--resume"], hint  # no preset: the run's own
+    minutes = float(argv[5].removeprefix("trainer.max_time_minutes="))
+    assert minutes > 0.002 and len(argv) == 6  # the minutes trained (the limit and some) and as many again
     assert run_cli([*argv[1:], "--no-progress"], capsys) == 0
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] > step
 

@@ -158,15 +158,15 @@ def resumed_config(saved: ExperimentConfig, asked: ExperimentConfig) -> Experime
     return config_from_dict(values)
 
 
-def config_to_resume(preset: str, out_dir: str | Path, resume: str, overrides: list[str]) -> ExperimentConfig:
-    """What ``slotlab train PRESET --out OUT --resume [CKPT] OVERRIDES`` asks for: the run's own settings, read
+def config_to_resume(preset: str | None, out_dir: str | Path, resume: str, overrides: list[str]) -> ExperimentConfig:
+    """What ``slotlab train [PRESET] --out OUT --resume [CKPT] OVERRIDES`` asks for: the run's own settings, read
     from the checkpoint, with ``OVERRIDES`` applied (:func:`train` refuses those outside :data:`RESUMABLE`). The
     overrides the run started with need not be given again, and an edited preset file does not change a run;
-    ``PRESET`` must train the run's task."""
+    ``PRESET``, if given, must train the run's task."""
     path = _resume_from(Path(out_dir), resume)
     assert path is not None
     saved = config_of_checkpoint(read_checkpoint(path, mmap=True), path)
-    task = config_from_dict(read_preset(preset)).task
+    task = saved.task if preset is None else config_from_dict(read_preset(preset)).task
     if task != saved.task:
         raise ConfigError(
             f"--resume: {preset} trains {task} but the run of {path} ({saved.name}) trains {saved.task}; give that "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from pathlib import Path
 from typing import NoReturn
 
 from slotlab.cli.app import add_app
@@ -92,6 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         command = args._prog.removeprefix("slotlab ")  # `train`, `data generate`
         sys.exit(_error(f"{command}: unrecognized arguments: {' '.join(extra)} (see '{args._prog} --help')"))
     resume = getattr(args, "resume", None)
+    preset = getattr(args, "preset", None)
+    if preset and "=" in preset and not Path(preset).is_file():  # `train --out D a.b=1`: an override, no preset
+        args.overrides.insert(0, preset)
+        args.preset = None
     if resume and "=" in resume and not resume.endswith(".ckpt"):  # `--resume a.b=1`: a bare --resume, then an override
         args.overrides.insert(0, resume)
         args.resume = "last"

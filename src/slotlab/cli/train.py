@@ -13,10 +13,17 @@ def add_train(sub) -> None:
         "train",
         help="train a preset",
         description="Train a preset (name or YAML path) with dotted overrides, e.g.\n"
-        "  slotlab train tetrominoes --out runs/tetro optim.lr=2e-4 trainer.precision=bf16-mixed",
+        "  slotlab train tetrominoes --out runs/tetro optim.lr=2e-4 trainer.precision=bf16-mixed\n"
+        "or go on with a run from its last checkpoint, its settings read from it:\n"
+        "  slotlab train --out runs/tetro --resume optim.max_steps=600000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("preset", help="preset name (see `slotlab presets`) or a YAML file")
+    p.add_argument(
+        "preset",
+        nargs="?",
+        default=None,
+        help="preset name (see `slotlab presets`) or a YAML file; with --resume it may be left out (the run's own)",
+    )
     p.add_argument("overrides", nargs="*", default=[], help="key.sub=value overrides (values parsed as YAML)")
     p.add_argument("--out", required=True, help="run folder: checkpoints/, logs/ (TensorBoard), curve.jsonl, model/")
     p.add_argument(
@@ -38,10 +45,13 @@ def add_train(sub) -> None:
 
 def cmd_train(args) -> int:
     from slotlab.config import load_config
+    from slotlab.errors import ConfigError
     from slotlab.experiment import config_to_resume, resume_checkpoint, train
 
     quiet_lightning()
     if args.resume is None:
+        if args.preset is None:
+            raise ConfigError("train: give a preset (see `slotlab presets`), or --resume to go on with OUT's run")
         config = load_config(args.preset, args.overrides)
     else:  # the run's own settings, and what the overrides change
         config = config_to_resume(args.preset, args.out, args.resume, args.overrides)
@@ -58,7 +68,8 @@ def cmd_train(args) -> int:
 
 
 def go_on(args, result) -> str:
-    """The command that resumes a time-limited run for as many minutes again."""
+    """The command that resumes a time-limited run for as many minutes again (the run's settings are in its
+    checkpoint: no preset)."""
     from slotlab.experiment import resume_checkpoint
     from slotlab.training.base import run_timer
 
@@ -70,14 +81,4 @@ def go_on(args, result) -> str:
         args.out, "last"
     ).is_file():  # resumed into a new --out from elsewhere and saved nothing there
         resume.append(str(args.resume))
-    return shlex.join(
-        [
-            "slotlab",
-            "train",
-            str(args.preset),
-            "--out",
-            str(args.out),
-            *resume,
-            f"trainer.max_time_minutes={minutes:.3g}",
-        ]
-    )
+    return shlex.join(["slotlab", "train", "--out", str(args.out), *resume, f"trainer.max_time_minutes={minutes:.3g}"])
