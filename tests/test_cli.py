@@ -403,6 +403,26 @@ def test_bare_resume_followed_by_overrides():
     assert args.resume == "runs/x/checkpoints/last.ckpt" and args.overrides == []
 
 
+@pytest.mark.parametrize(
+    "argv, preset, resume, overrides",
+    [
+        (["--out", "D", "--resume"], None, "last", []),
+        (["--out", "D", "--resume", "a.ckpt", "x.y=1"], None, "a.ckpt", ["x.y=1"]),
+        (["--out", "D", "--resume", "x.y=1", "z.w=2"], None, "last", ["x.y=1", "z.w=2"]),
+        (["--out", "D", "--resume=x.y=1", "z.w=2"], None, "last", ["x.y=1", "z.w=2"]),
+        (["P", "--out", "D", "x.y=1", "--resume"], "P", "last", ["x.y=1"]),
+        (["--out", "D", "x.y=1", "--resume", "x.y=2"], None, "last", ["x.y=1", "x.y=2"]),  # the later one wins
+        (["--out", "D", "--resume", "runs/e/checkpoints/epoch=3-step=9.ckpt"], None,
+         "runs/e/checkpoints/epoch=3-step=9.ckpt", []),
+        (["runs/lr=2e-4/model/experiment.yaml", "--out", "D"], "runs/lr=2e-4/model/experiment.yaml", None, []),
+        (["--out", "D", "x.y=1"], None, None, ["x.y=1"]),  # no preset: cmd_train names it
+    ],
+)
+def test_train_without_a_preset_parses_the_resume_and_the_overrides(argv, preset, resume, overrides):
+    args = parse_args(["train", *argv])
+    assert (args.preset, args.resume, args.overrides) == (preset, resume, overrides)
+
+
 def test_data_references_scores_reference_segmentations_of_a_store(tmp_path):
     from slotlab.data.convert import write_procedural_store
 

@@ -170,7 +170,7 @@ def config_to_resume(preset: str | None, out_dir: str | Path, resume: str, overr
     if task != saved.task:
         raise ConfigError(
             f"--resume: {preset} trains {task} but the run of {path} ({saved.name}) trains {saved.task}; give that "
-            "run's preset, or start a new run (--overwrite or another --out)"
+            "run's preset or none, or start a new run (--overwrite or another --out)"
         )
     estimated = {key for key in ESTIMATED if _flat(saved.to_dict()).get(key) is None}
     for item in overrides:  # resumed_config would keep None for these: refuse the override rather than drop it
@@ -205,7 +205,7 @@ def _resume_from(out_dir: Path, resume: str | None) -> Path | None:
         return None
     path = resume_checkpoint(out_dir, resume)
     if not path.is_file():
-        hint = "start the run without --resume" if resume == "last" else "give an existing .ckpt"
+        hint = "start the run with a preset, without --resume" if resume == "last" else "give an existing .ckpt"
         raise ConfigError(f"--resume: {path} does not exist; {hint}")
     return path
 

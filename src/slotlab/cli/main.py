@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -92,15 +93,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     elif extra:
         command = args._prog.removeprefix("slotlab ")  # `train`, `data generate`
         sys.exit(_error(f"{command}: unrecognized arguments: {' '.join(extra)} (see '{args._prog} --help')"))
-    resume = getattr(args, "resume", None)
-    preset = getattr(args, "preset", None)
-    if preset and "=" in preset and not Path(preset).is_file():  # `train --out D a.b=1`: an override, no preset
-        args.overrides.insert(0, preset)
+    if _is_override(getattr(args, "preset", None)):  # `train --out D --resume a.b=1`: an override, no preset
+        args.overrides.append(args.preset)
         args.preset = None
-    if resume and "=" in resume and not resume.endswith(".ckpt"):  # `--resume a.b=1`: a bare --resume, then an override
-        args.overrides.insert(0, resume)
+    if _is_override(getattr(args, "resume", None)):  # `--resume a.b=1`: a bare --resume, then an override
+        args.overrides.append(args.resume)
         args.resume = "last"
+    if hasattr(args, "overrides"):  # in the order given: a later value of a key wins
+        given = sys.argv[1:] if argv is None else [str(a) for a in argv]
+        args.overrides.sort(key=lambda item: _position(given, item))
     return args
+
+
+_OVERRIDE = re.compile(r"[A-Za-z_][\w.]*=")
+
+
+def _is_override(word: str | None) -> bool:
+    """``key.sub=value`` rather than a preset or checkpoint path (which may hold a '=': ``epoch=3-step=9.ckpt``)."""
+    return bool(
+        word and _OVERRIDE.match(word) and not word.endswith((".ckpt", ".yaml", ".yml")) and not Path(word).exists()
+    )
+
+
+def _position(argv: list[str], item: str) -> int:
+    """Where ``item`` stands on the command line (``--resume=a.b=1`` holds one)."""
+    for i, word in enumerate(argv):
+        if word == item or (word.startswith("--") and word.endswith(f"={item}")):
+            return i
+    return len(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,7 +51,7 @@ def cmd_train(args) -> int:
     quiet_lightning()
     if args.resume is None:
         if args.preset is None:
-            raise ConfigError("train: give a preset (see `slotlab presets`), or --resume to go on with OUT's run")
+            raise ConfigError(f"train: give a preset (see `slotlab presets`), or --resume to go on with {args.out}")
         config = load_config(args.preset, args.overrides)
     else:  # the run's own settings, and what the overrides change
         config = config_to_resume(args.preset, args.out, args.resume, args.overrides)
