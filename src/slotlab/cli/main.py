@@ -93,7 +93,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     elif extra:
         command = args._prog.removeprefix("slotlab ")  # `train`, `data generate`
         sys.exit(_error(f"{command}: unrecognized arguments: {' '.join(extra)} (see '{args._prog} --help')"))
-    if _is_override(getattr(args, "preset", None)):  # `train --out D --resume a.b=1`: an override, no preset
+    if _is_override(getattr(args, "preset", None)):  # `train --out D --resume X.ckpt a.b=1`: no preset
         args.overrides.append(args.preset)
         args.preset = None
     if _is_override(getattr(args, "resume", None)):  # `--resume a.b=1`: a bare --resume, then an override
