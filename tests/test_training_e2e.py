@@ -212,6 +212,38 @@ def test_part_learning_rates_scale_freeze_and_are_checked(tmp_path):
         kind(config.task).build_module(load_config("tetrominoes_demo", ["optim.part_lr={nothing: 0.5}"]))
 
 
+def test_a_held_part_keeps_still_until_its_start_step_then_warms_up(tmp_path):
+    from slotlab.errors import ConfigError
+    from slotlab.kinds import kind
+
+    config = load_config("tetrominoes_demo", ["optim.warmup_steps=2", "optim.decay_rate=1.0",
+                                              "optim.part_start_step={encoder: 3}", "optim.part_lr={encoder: 0.5}"])
+    module = kind(config.task).build_module(config)
+    optimizers = module.configure_optimizers()
+    groups = optimizers["optimizer"].param_groups
+    lrs = []
+    for _ in range(7):
+        lrs.append({g.get("part", "rest"): g["lr"] for g in groups})
+        optimizers["optimizer"].step()  # no gradients: nothing moves
+        optimizers["lr_scheduler"]["scheduler"].step()
+    lr = config.optim.lr
+    assert [r["rest"] for r in lrs] == pytest.approx([0, lr / 2, lr, lr, lr, lr, lr])
+    assert [r["encoder"] for r in lrs] == pytest.approx([0, 0, 0, 0, lr / 4, lr / 2, lr / 2])  # its own warm-up
+    with pytest.raises(ConfigError, match="optim.part_start_step names 'nothing'"):
+        kind(config.task).build_module(load_config("tetrominoes_demo", ["optim.part_start_step={nothing: 5}"]))
+    with pytest.raises(ConfigError, match="optim.part_start_step.encoder"):
+        load_config("tetrominoes_demo", ["optim.part_start_step={encoder: -1}"])
+
+    # in training: the held encoder ends where it started, the rest moved
+    start = _WeightsAtStart()
+    held = [*TINY, "optim.part_start_step={encoder: 10}", "trainer.ema_decay=null"]  # the raw weights exported
+    run = train(load_config("tetrominoes_demo", held), tmp_path / "run", progress=False, callbacks=[start])
+    trained = load_trained(run.model_dir)[0].state_dict()
+    assert all(torch.equal(start.state[k], v) for k, v in trained.items() if k.startswith("encoder."))
+    moved = [k for k in trained if k.startswith("slot_attention.") and not torch.equal(start.state[k], trained[k])]
+    assert moved
+
+
 def test_cooldown_follows_the_steps_or_the_clock_whichever_ends_the_run_first():
     from types import SimpleNamespace
 

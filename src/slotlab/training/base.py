@@ -6,6 +6,7 @@ exponential decay, gradient clipping, the NaN check, and validation through the 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
@@ -22,13 +23,13 @@ if TYPE_CHECKING:
     from slotlab.config import ExperimentConfig
 
 
-def named_parts(model: nn.Module, names) -> dict[str, nn.Module]:
-    """The model's top-level parts by name; ``names`` (e.g. ``optim.part_lr``'s keys) must all be among them, else a
-    one-line :class:`ConfigError`."""
+def named_parts(model: nn.Module, names, setting: str = "optim.part_lr") -> dict[str, nn.Module]:
+    """The model's top-level parts by name; ``names`` (the keys of ``setting``, e.g. ``optim.part_lr``) must all be
+    among them, else a one-line :class:`ConfigError`."""
     parts = dict(model.named_children())
     for name in names:
         if name not in parts:
-            raise ConfigError(f"optim.part_lr names {name!r}, not a part of this model ({', '.join(parts)})")
+            raise ConfigError(f"{setting} names {name!r}, not a part of this model ({', '.join(parts)})")
     return parts
 
 
@@ -51,17 +52,27 @@ def compiled(forward, mode: bool | str):
     return step
 
 
-def parameter_groups(model: nn.Module, lr: float, part_lr: dict[str, float]) -> list[dict[str, Any]]:
+def parameter_groups(
+    model: nn.Module, lr: float, part_lr: dict[str, float], part_start_step: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
     """The optimizer's parameter groups: one per top-level part named in ``part_lr`` (its rate ``lr`` times the
-    multiplier, >= 0 as the config checks; 0: the part is frozen and left out), one for the rest at ``lr``. Only
-    trainable parameters; a part the model lacks is a one-line :class:`ConfigError`."""
-    parts = named_parts(model, part_lr)
+    multiplier, >= 0 as the config checks; 0: the part is frozen and left out) or in ``part_start_step`` (its first
+    step, kept in the group as ``start_step`` for the schedule), one for the rest at ``lr``. Only trainable
+    parameters; a part the model lacks is a one-line :class:`ConfigError`."""
+    starts = part_start_step or {}
+    parts = named_parts(model, part_lr) | named_parts(model, starts, "optim.part_start_step")
+    names = list(dict.fromkeys([*part_lr, *starts]))
     groups = [
-        {"params": [p for p in parts[name].parameters() if p.requires_grad], "lr": lr * scale, "part": name}
-        for name, scale in part_lr.items()
-        if scale > 0
+        {
+            "params": [p for p in parts[name].parameters() if p.requires_grad],
+            "lr": lr * part_lr.get(name, 1.0),
+            "part": name,
+            "start_step": starts.get(name, 0),
+        }
+        for name in names
+        if part_lr.get(name, 1.0) > 0
     ]
-    named = {id(p) for name in part_lr for p in parts[name].parameters()}
+    named = {id(p) for name in names for p in parts[name].parameters()}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in named]
     return [g for g in [{"params": rest, "lr": lr}, *groups] if g["params"]]
 
@@ -103,6 +114,7 @@ class SlotModule(L.LightningModule):
         self.save_hyperparameters({"config": config.to_dict()})
         self.model = model
         parts = named_parts(model, config.optim.part_lr)  # a part the model lacks: one line, now
+        named_parts(model, config.optim.part_start_step, "optim.part_start_step")
         for name, scale in config.optim.part_lr.items():
             if scale == 0:  # frozen: no gradients computed for it
                 parts[name].requires_grad_(False)
@@ -151,13 +163,19 @@ class SlotModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.config.optim
         optimizer_class = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[o.optimizer]
-        optimizer = optimizer_class(parameter_groups(self.model, o.lr, o.part_lr), lr=o.lr, weight_decay=o.weight_decay)
+        groups = parameter_groups(self.model, o.lr, o.part_lr, o.part_start_step)
+        optimizer = optimizer_class(groups, lr=o.lr, weight_decay=o.weight_decay)
 
-        def multiplier(step: int) -> float:
+        def multiplier(step: int, start: int = 0) -> float:
+            if step < start:  # a part held still (optim.part_start_step)
+                return 0.0
             rate = warmup_exponential_decay(step, o.warmup_steps, o.decay_rate, o.decay_steps)
+            if start:  # its own warm-up from its first step; the decay still counts from step 0
+                rate *= min(1.0, (step - start) / o.warmup_steps) if o.warmup_steps > 0 else 1.0
             return rate * cooldown(self.progress(step), o.cooldown_fraction) if o.cooldown_fraction else rate
 
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        starts = [g.get("start_step", 0) for g in optimizer.param_groups]
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, [partial(multiplier, start=s) for s in starts])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def progress(self, step: int) -> float:

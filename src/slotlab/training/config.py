@@ -5,7 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from slotlab.fields import Fraction, NonNegativeFloat, OpenFraction, PositiveFloat, PositiveInt, Seed, UnitInterval
+from slotlab.fields import (
+    Fraction,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenFraction,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+    UnitInterval,
+)
 
 Optimizer = Literal["adam", "adamw"]
 # Lightning's precision names; "auto": the faster of fp32 and bf16 here (training/precision.py)
@@ -30,6 +39,10 @@ class OptimConfig:
     # learning-rate multipliers for top-level parts of the model, e.g. {encoder: 0.1, slot_attention: 0.1} for a
     # warm-started encoder under a new decoder; 0 freezes a part; parts not named keep the full rate
     part_lr: dict[str, NonNegativeFloat] = field(default_factory=dict)
+    # top-level parts held still until this step (rate 0), then warmed up over optim.warmup_steps to their rate, e.g.
+    # {encoder: 1000, slot_attention: 1000}: a new decoder first learns to read the warm-started slots before its
+    # gradients reach them (they are still computed while a part is held: same step cost, Adam's moments filled)
+    part_start_step: dict[str, NonNegativeInt] = field(default_factory=dict)
 
 
 @dataclass
