@@ -99,7 +99,8 @@ def object_discovery_demo(
 
 # The LSD demo's Slot Attention stage, whose best checkpoint starts LSD. Its minutes were set when the 32-channel
 # encoder's validation FG-ARI peaked at 2,000 steps (about 5 minutes on 2 cores) and the rest of the hour went to the
-# image autoencoder (docs/lsd.md, round 6); with 64 channels the stage goes on improving (round 15).
+# image autoencoder (docs/lsd.md, round 6); with 64 channels the stage goes on improving (round 15), but 14 minutes
+# of it and 12 of LSD end below 6 and 20 (round 16).
 SLOT_ATTENTION_STAGE_MINUTES = 6.0
 
 
