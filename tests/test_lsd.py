@@ -106,6 +106,20 @@ def test_lsd_config_reads_older_boolean_position_embedding():
     assert load_config("lsd_demo").model.position_embedding == "learned"
 
 
+def test_logit_normal_timesteps_follow_their_normal_and_train():
+    model = LatentSlotDiffusion(tiny_config(timestep_sampling="logit_normal", timestep_logit_mean=1.0))
+    t = model.training_timesteps(20_000, torch.device("cpu"), torch.Generator().manual_seed(0))
+    assert t.dtype == torch.long and t.min() >= 0 and t.max() < 1000
+    assert t.float().median().item() == pytest.approx(1000 * torch.sigmoid(torch.tensor(1.0)).item(), abs=10)
+    assert (t < 100).float().mean().item() < 0.005  # P(sigmoid(z) < 0.1) for z ~ N(1, 1): 0.0007
+    uniform = LatentSlotDiffusion(tiny_config()).training_timesteps(20_000, torch.device("cpu"),
+                                                                    torch.Generator().manual_seed(0))
+    assert (uniform < 100).float().mean().item() == pytest.approx(0.1, abs=0.01)
+    out = model(torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 4, 8, 8))
+    assert torch.isfinite(out.loss)
+    assert load_config("lsd_demo", ["model.timestep_sampling=logit_normal"]).model.timestep_sampling == "logit_normal"
+
+
 def test_unet_backbone_shape():
     bb = UNetBackbone(32, stem_channels=8, stem_stride=4, block_out_channels=(8, 16), layers_per_block=1,
                       out_channels=12, norm_num_groups=4)

@@ -75,6 +75,12 @@ class LatentSlotDiffusionConfig:
     # what the decoder predicts: the noise ("epsilon", the paper), the velocity ("v_prediction") or the clean latents
     # ("sample"); predicting the latents, it must read the slots wherever the noise hides the scene
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = "epsilon"
+    # the training timesteps: "uniform" over [0, num_train_timesteps) (the paper), or "logit_normal": t / T the
+    # sigmoid of a normal (timestep_logit_mean, timestep_logit_std) draw (Esser et al. 2024), fewer of the near-clean
+    # steps that the decoder draws without the slots when the mean is above 0
+    timestep_sampling: Literal["uniform", "logit_normal"] = "uniform"
+    timestep_logit_mean: float = 0.0
+    timestep_logit_std: PositiveFloat = 1.0
     cond_dropout: Fraction = 0.0  # probability of dropping an image's slots in training (classifier-free guidance)
     # learned condition tokens beside the slots ("register" or "sink" slots, CODA): the decoder can draw from them what
     # no object owns (the ground), so the object slots need not hold it; they are not slots of Slot Attention and get
@@ -210,20 +216,27 @@ class LatentSlotDiffusion(SlotModel, tags=["lsd"]):
             keep = torch.rand(b, 1, 1, device=enc.slots.device, generator=generator) >= self.config.cond_dropout
         cond = self.condition(enc.slots, keep)
         noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype, generator=generator)
-        t = torch.randint(
-            0, self.config.num_train_timesteps, (latents.shape[0],), device=latents.device, generator=generator
-        )
+        t = self.training_timesteps(latents.shape[0], latents.device, generator)
         noisy = self.noise_scheduler.add_noise(latents, noise, t)
         pred = self.decoder(noisy, t, cond)
         loss = F.mse_loss(pred.float(), self.target(latents, noise, t).float())
         return LatentSlotDiffusionOutput(loss, enc.slots, enc.attn, pred)
 
+    def training_timesteps(self, b: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
+        """The timesteps of a training batch, [b] integers in [0, T), drawn as ``config.timestep_sampling`` says."""
+        c = self.config
+        if c.timestep_sampling == "uniform":
+            return torch.randint(0, c.num_train_timesteps, (b,), device=device, generator=generator)
+        z = torch.randn(b, device=device, generator=generator) * c.timestep_logit_std + c.timestep_logit_mean
+        return (torch.sigmoid(z) * c.num_train_timesteps).long().clamp(max=c.num_train_timesteps - 1)
+
     @torch.no_grad()
     def slot_reliance(self, latents: Tensor, slots: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """How much the decoder leans on the slots: the diffusion loss (on ``config.prediction_type``'s target) when
         every image of the batch is given the next image's slots, relative to the loss with its own (same noise and
-        timesteps), minus 1. Near 0 when the decoder draws without reading the slots, and then the slots learn little
-        from it. latents [B, C, h, w], slots [B, K, D] (B >= 2) -> a scalar."""
+        timesteps, uniform whatever ``config.timestep_sampling``, so runs compare), minus 1. Near 0 when the decoder
+        draws without reading the slots, and then the slots learn little from it. latents [B, C, h, w], slots [B, K, D]
+        (B >= 2) -> a scalar."""
         b = latents.shape[0]
         noise = torch.randn(latents.shape, device=latents.device, dtype=latents.dtype, generator=generator)
         t = torch.randint(0, self.config.num_train_timesteps, (b,), device=latents.device, generator=generator)
