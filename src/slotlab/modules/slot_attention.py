@@ -274,7 +274,7 @@ class SlotAttention(nn.Module):
                 pairs = _Fan.apply(x_in, x.dtype, num_slots, 2 * with_grad)
                 fans[num_iterations - with_grad :] = [pairs[4 * i : 4 * i + 4] for i in range(with_grad)]
                 x = x.detach()
-            x_t = x.transpose(1, 2).contiguous()
+            x_t = x.transpose(1, 2)  # a view, read transposed by the matmuls: faster than a copy (docs/benchmarks.md)
             args = [(x, x_t, fan) for fan in fans]
             step = self.step
         attns = []
