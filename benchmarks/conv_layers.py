@@ -29,13 +29,11 @@ from slotlab.models import SlotAutoencoder
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
 
-def called_convs(model: nn.Module, images: torch.Tensor) -> list[tuple[str, nn.Module, torch.Size, bool]]:
-    """(name, layer, input shape, whether the step needs the input's gradient) for each convolution a forward calls."""
-    calls: list[tuple[str, nn.Module, torch.Size, bool]] = []
+def called_convs(model: nn.Module, images: torch.Tensor) -> list[tuple[str, nn.Module, torch.Size]]:
+    """(name, layer, input shape) for each convolution a forward pass calls, in the order it calls them."""
+    calls: list[tuple[str, nn.Module, torch.Size]] = []
     handles = [
-        m.register_forward_hook(
-            lambda m, args, out, name=name: calls.append((name, m, args[0].shape, args[0].requires_grad))
-        )
+        m.register_forward_hook(lambda m, args, out, name=name: calls.append((name, m, args[0].shape)))
         for name, m in model.named_modules()
         if isinstance(m, CONVS)
     ]
@@ -101,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     images = torch.rand(batch, 3, cfg.model.resolution, cfg.model.resolution) * 2 - 1
     with torch.no_grad():
         calls = called_convs(model, images)
-    # the step needs no gradient of the images: the first encoder layer's input; every other input is an activation
-    calls = [(name, m, shape, i > 0) for i, (name, m, shape, _) in enumerate(calls)]
+    # the step needs no gradient of the images (the first encoder layer's input); every other input is an activation
+    layers = [(name, m, shape, i > 0) for i, (name, m, shape) in enumerate(calls)]
 
     print(f"{args.preset}, batch {batch}, {args.mode}, {args.threads} threads")
     print("| layer | input | forward ms | GFLOP/s | backward ms | GFLOP/s |\n|---|---|---|---|---|---|")
     rows = []
-    for name, layer, shape, needs_grad in calls:
+    for name, layer, shape, needs_grad in layers:
         fwd, bwd, gf_fwd, gf_bwd = time_layer(layer, shape, needs_grad, "bf16" in flags, "cl" in flags, args.repeats)
         rows.append((fwd, bwd, gf_fwd, gf_bwd))
         kind = "T" if isinstance(layer, nn.ConvTranspose2d) else ""
