@@ -154,6 +154,18 @@ def test_first_layer_shortcut_equals_running_the_cnn_on_broadcast_slots(broadcas
     torch.testing.assert_close(g_fast, g_plain)
 
 
+def test_first_layer_of_a_channels_last_decoder_is_channels_last():
+    """The next layer reads it channels-last: a contiguous map would be reordered there, forward and backward."""
+    torch.manual_seed(0)
+    dec = SpatialBroadcastDecoder(D, 16, 4, [8, 8], [2, 2])
+    slots = torch.randn(B * K, D)
+    contiguous = dec.first_layer(slots)
+    dec = dec.to(memory_format=torch.channels_last)
+    out = dec.first_layer(slots)
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    torch.testing.assert_close(out, contiguous)
+
+
 def test_decoder_any_number_of_slots():
     dec = SpatialBroadcastDecoder(D, R, R, channels=[8], strides=[1])
     out = dec(torch.randn(B, 1, D, generator=gen()))

@@ -106,9 +106,15 @@ class SpatialBroadcastDecoder(nn.Module):
             c = weight.shape[0]
             per_slot = weight.reshape(c, d, q).transpose(0, 1).reshape(d, c * q)
         mixed = slots.to(weight.dtype) @ per_slot  # [N, C*Q]
-        out = (mixed.reshape(n * c, q) @ taps.reshape(q, h * w)).reshape(n, c, h, w)
         pos: Any = self.pos
-        return out + layer(pos.embedding().to(weight.dtype))  # [1, C, H', W'] with the layer's bias
+        embedded = layer(pos.embedding().to(weight.dtype))  # [1, C, H', W'] with the layer's bias
+        if embedded.is_contiguous(memory_format=torch.channels_last) and not embedded.is_contiguous():
+            # a channels-last model: lay the output out [N, H', W', C] too, as the next layer reads it
+            per_pixel = taps.reshape(q, h * w).T @ mixed.reshape(n, c, q).transpose(1, 2)  # [N, H'*W', C]
+            out = per_pixel.reshape(n, h, w, c).permute(0, 3, 1, 2)
+        else:
+            out = (mixed.reshape(n * c, q) @ taps.reshape(q, h * w)).reshape(n, c, h, w)
+        return out + embedded
 
     def kernel_taps(self, layer: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
         """[k*k, H', W'] 0/1: whether kernel tap q of ``layer`` meets the broadcast grid at output pixel (y, x)
