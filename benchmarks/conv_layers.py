@@ -8,7 +8,10 @@ model computes another way, such as the broadcast decoder's first, is not listed
 Each is timed alone on random inputs: the forward, then forward + backward (input gradient where the step needs
 one, weight and bias gradients) less the forward. GFLOP/s counts two operations per multiply-add of the direct
 algorithm. The last lines set the sum against the time the same arithmetic takes at the best rate any layer
-reached: how much a faster convolution kernel could save, next to how much needs less arithmetic.
+reached: how much a faster convolution kernel could save, next to how much needs less arithmetic. For the
+decoder's transposed layers the last column times the backward of a stock ``nn.ConvTranspose2d`` with the same
+weights, whose bias gradient oneDNN computes (slotlab's ``UpsamplingConv`` takes it as a sum over the output
+gradient).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quiet import refuse_if_busy
 from slotlab.config import load_config
 from slotlab.models import SlotAutoencoder
+from slotlab.modules.decoders import UpsamplingConv
 
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
 
@@ -103,15 +107,26 @@ def main(argv: list[str] | None = None) -> int:
     layers = [(name, m, shape, i > 0) for i, (name, m, shape) in enumerate(calls)]
 
     print(f"{args.preset}, batch {batch}, {args.mode}, {args.threads} threads")
-    print("| layer | input | forward ms | GFLOP/s | backward ms | GFLOP/s |\n|---|---|---|---|---|---|")
+    print(
+        "| layer | input | forward ms | GFLOP/s | backward ms | GFLOP/s | stock nn.ConvTranspose2d backward ms |\n"
+        "|---|---|---|---|---|---|---|"
+    )
     rows = []
     for name, layer, shape, needs_grad in layers:
         fwd, bwd, gf_fwd, gf_bwd = time_layer(layer, shape, needs_grad, "bf16" in flags, "cl" in flags, args.repeats)
         rows.append((fwd, bwd, gf_fwd, gf_bwd))
-        kind = "T" if isinstance(layer, nn.ConvTranspose2d) else ""
+        kind, stock_ms = "", "-"
+        if isinstance(layer, nn.ConvTranspose2d):
+            kind = "T"
+            if isinstance(layer, UpsamplingConv):
+                stock = nn.ConvTranspose2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
+                                           layer.padding, layer.output_padding, bias=layer.bias is not None)  # fmt: skip
+                stock.load_state_dict(layer.state_dict())
+                _, stock_bwd, _, _ = time_layer(stock, shape, needs_grad, "bf16" in flags, "cl" in flags, args.repeats)
+                stock_ms = f"{stock_bwd * 1e3:.1f}"
         print(
             f"| {name} {kind}{layer.weight.shape[-1]}x{layer.weight.shape[-2]} | {list(shape)} | {fwd * 1e3:.1f} | "
-            f"{gf_fwd / fwd:.0f} | {bwd * 1e3:.1f} | {gf_bwd / bwd:.0f} |"
+            f"{gf_fwd / fwd:.0f} | {bwd * 1e3:.1f} | {gf_bwd / bwd:.0f} | {stock_ms} |"
         )
     total = sum(f + b for f, b, _, _ in rows)
     flops = sum(gf + gb for _, _, gf, gb in rows)

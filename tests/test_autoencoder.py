@@ -17,6 +17,7 @@ from slotlab.modules import (
     SpatialBroadcastDecoder,
     build_grid,
 )
+from slotlab.modules.decoders import UpsamplingConv
 
 R, B, K, D = 16, 2, 3, 16
 
@@ -152,6 +153,36 @@ def test_first_layer_shortcut_equals_running_the_cnn_on_broadcast_slots(broadcas
     alpha = plain[:, :, 3:].softmax(dim=1)
     (g_plain,) = torch.autograd.grad((plain[:, :, :3] * alpha).sum(1).square().sum(), slots)
     torch.testing.assert_close(g_fast, g_plain)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_upsampling_conv_is_conv_transpose_with_the_same_gradients(bf16, channels_last):
+    """The decoder's transposed conv takes its bias gradient as a sum (faster on oneDNN): nothing else changes."""
+    torch.manual_seed(0)
+    stock = torch.nn.ConvTranspose2d(8, 4, 5, 2, padding=2, output_padding=1)
+    ours = UpsamplingConv(8, 4, 5, 2, padding=2, output_padding=1)
+    ours.load_state_dict(stock.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    stock, ours = stock.to(memory_format=fmt), ours.to(memory_format=fmt)
+    x = torch.randn(3, 8, 6, 6).contiguous(memory_format=fmt)
+    grad = torch.randn(3, 4, 12, 12)
+    results = []
+    for layer in (stock, ours):
+        xi = x.clone().requires_grad_(True)
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            y = layer(xi)
+        y.backward(grad.to(y.dtype))
+        results.append((y, xi.grad, layer.weight.grad, layer.bias.grad))
+    (y, gx, gw, gb), (y2, gx2, gw2, gb2) = results
+    for a, b in ((y, y2), (gx, gx2), (gw, gw2)):  # the same oneDNN calls: bit for bit
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(b, a, atol=0, rtol=0)
+    assert gb.dtype == gb2.dtype
+    torch.testing.assert_close(gb2, gb)  # a sum in another order
+    with torch.no_grad():  # inference takes the stock path
+        torch.testing.assert_close(ours(x), stock(x), atol=0, rtol=0)
+    assert set(ours.state_dict()) == {"weight", "bias"}
 
 
 def test_first_layer_of_a_channels_last_decoder_is_channels_last():
